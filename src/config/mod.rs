@@ -1,0 +1,131 @@
+//! Configuration: read the YAML file (`file.rs`), validate it into typed values (`validate.rs`).
+//!
+//! `load` reports every semantic error at once, each with its YAML path, e.g.
+//! `endpoints[2].timeout: must be > 0`.
+
+pub mod file;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// One problem in a config file: where (`endpoints[2].backend`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// The validated configuration: typed values, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub demo: Option<SocketAddr>,
+    pub backends: BTreeMap<String, BackendConfig>,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub timeout: Duration,
+    pub grace_period: Duration,
+    pub admin: Option<SocketAddr>,
+    pub access_log: bool,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+}
+
+/// A backend's settings; equality decides whether its runtime state survives a reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub hosts: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_connections: usize,
+    pub retries: u32,
+    pub host_header: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    pub path: String,
+    /// `None` = every method.
+    pub methods: Option<Vec<http::Method>>,
+    pub backend: String,
+    pub rewrite: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Parses YAML text into a validated `Config`.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| {
+        // serde_yaml puts the YAML path first ("endpoints[0]: unknown field ..."),
+        // so the message already names the key.
+        ConfigError::new("", e.to_string())
+    })?;
+    validate::validate(&file)
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    parse(&text)
+}

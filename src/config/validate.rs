@@ -1,0 +1,241 @@
+//! Semantic validation: turns the file shape into a typed `Config`, collecting every error
+//! with its YAML path instead of stopping at the first.
+
+use super::file::*;
+use super::*;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
+pub const DEFAULT_READ: Duration = Duration::from_secs(5);
+pub const DEFAULT_WRITE: Duration = Duration::from_secs(5);
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_IDLE: usize = 250;
+
+struct Errs(Vec<ConfigError>);
+
+impl Errs {
+    fn push(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(ConfigError::new(path, msg));
+    }
+
+    fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.push(
+                    path,
+                    format!("{s:?} is not an address as ip:port (e.g. 127.0.0.1:8080, [::1]:8080)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, d: Option<Dur>, default: Duration) -> Duration {
+        match d {
+            Some(Dur(d)) if d.is_zero() => {
+                self.push(path, "must be > 0");
+                default
+            }
+            Some(Dur(d)) => d,
+            None => default,
+        }
+    }
+}
+
+pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
+    let mut e = Errs(Vec::new());
+    if f.version != 1 {
+        e.push(
+            "version",
+            format!("unsupported version {} (expected 1)", f.version),
+        );
+    }
+
+    // server
+    let s = &f.server;
+    if s.listen.is_empty() {
+        e.push("server.listen", "needs at least one address");
+    }
+    let listen: Vec<SocketAddr> = s
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| e.addr(&format!("server.listen[{i}]"), a))
+        .collect();
+    let threads = match s.threads {
+        Some(0) => {
+            e.push("server.threads", "must be >= 1");
+            1
+        }
+        Some(n) => n,
+        None => 1,
+    };
+    let server = ServerConfig {
+        listen,
+        threads,
+        timeout: e.positive("server.timeout", s.timeout, DEFAULT_TIMEOUT),
+        grace_period: s.grace_period.map(|d| d.0).unwrap_or(DEFAULT_GRACE),
+        admin: s
+            .admin
+            .as_ref()
+            .and_then(|a| e.addr("server.admin.listen", &a.listen)),
+        access_log: s.access_log.unwrap_or(true),
+        pid_file: s
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/gatehouse.pid".into()),
+        upgrade_sock: s
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/gatehouse_upgrade.sock".into()),
+    };
+    let demo = f
+        .demo
+        .as_ref()
+        .and_then(|d| e.addr("demo.listen", &d.listen));
+
+    // backends
+    let mut backends = BTreeMap::new();
+    for (name, b) in &f.backends {
+        let p = format!("backends.{name}");
+        let hosts: Vec<SocketAddr> = match &b.discovery.static_hosts {
+            Some(list) if list.is_empty() => {
+                e.push(format!("{p}.discovery.static"), "needs at least one host");
+                Vec::new()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| e.addr(&format!("{p}.discovery.static[{i}]"), h))
+                .collect(),
+            None => {
+                e.push(format!("{p}.discovery"), "needs one of: static");
+                Vec::new()
+            }
+        };
+        let balance = match b.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("random") => Balance::Random,
+            Some(other) => {
+                e.push(
+                    format!("{p}.balance"),
+                    format!("unknown balance {other:?} (expected round_robin or random)"),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let t = &b.timeouts;
+        let cfg = BackendConfig {
+            hosts,
+            balance,
+            connect_timeout: e.positive(
+                &format!("{p}.timeouts.connect"),
+                t.connect,
+                DEFAULT_CONNECT,
+            ),
+            read_timeout: e.positive(&format!("{p}.timeouts.read"), t.read, DEFAULT_READ),
+            write_timeout: e.positive(&format!("{p}.timeouts.write"), t.write, DEFAULT_WRITE),
+            idle_timeout: t.idle.map(|d| d.0).unwrap_or(DEFAULT_IDLE),
+            max_idle_connections: b.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
+            retries: b.retries.unwrap_or(1),
+            host_header: b.host_header.clone(),
+        };
+        if cfg.retries > 16 {
+            e.push(format!("{p}.retries"), "must be <= 16");
+        }
+        if let Some(h) = &cfg.host_header {
+            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                e.push(format!("{p}.host_header"), "is not a valid header value");
+            }
+        }
+        backends.insert(name.clone(), cfg);
+    }
+
+    // endpoints
+    let mut endpoints = Vec::with_capacity(f.endpoints.len());
+    for (i, ep) in f.endpoints.iter().enumerate() {
+        let p = format!("endpoints[{i}]");
+        if !ep.path.starts_with('/') {
+            e.push(
+                format!("{p}.path"),
+                format!("{:?} must start with '/'", ep.path),
+            );
+        }
+        if !f.backends.contains_key(&ep.backend) {
+            let known: Vec<&str> = f.backends.keys().map(|s| s.as_str()).collect();
+            e.push(
+                format!("{p}.backend"),
+                format!(
+                    "unknown backend {:?} (defined: {})",
+                    ep.backend,
+                    known.join(", ")
+                ),
+            );
+        }
+        let methods = ep.methods.as_ref().map(|list| {
+            if list.is_empty() {
+                e.push(
+                    format!("{p}.methods"),
+                    "must not be empty (omit it to allow every method)",
+                );
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(j, m)| {
+                    let up = m.to_ascii_uppercase();
+                    match http::Method::from_bytes(up.as_bytes()) {
+                        Ok(m) if is_known_method(&m) => Some(m),
+                        _ => {
+                            e.push(format!("{p}.methods[{j}]"), format!("unknown method {m:?}"));
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(rw) = &ep.rewrite {
+            if let Err(msg) = crate::proxy::route::check_rewrite(&ep.path, rw) {
+                e.push(format!("{p}.rewrite"), msg);
+            }
+        }
+        endpoints.push(EndpointConfig {
+            path: ep.path.clone(),
+            methods,
+            backend: ep.backend.clone(),
+            rewrite: ep.rewrite.clone(),
+            timeout: e.positive(&format!("{p}.timeout"), ep.timeout, server.timeout),
+        });
+    }
+
+    if e.0.is_empty() {
+        let cfg = Config {
+            server,
+            demo,
+            backends,
+            endpoints,
+        };
+        // Route conflicts are found by building the router once.
+        crate::proxy::route::Router::build(&cfg.endpoints)?;
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(e.0))
+    }
+}
+
+fn is_known_method(m: &http::Method) -> bool {
+    use http::Method as M;
+    [
+        M::GET,
+        M::HEAD,
+        M::POST,
+        M::PUT,
+        M::DELETE,
+        M::PATCH,
+        M::OPTIONS,
+        M::TRACE,
+        M::CONNECT,
+    ]
+    .contains(m)
+}

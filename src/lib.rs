@@ -1,0 +1,14 @@
+//! gatehouse: an edge proxy on Pingora. The library holds everything; `main.rs` wires the
+//! Pingora server. Tests and benches build parts of the proxy in-process from here.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

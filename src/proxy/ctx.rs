@@ -1,0 +1,51 @@
+//! Per-request state carried between Pingora's hooks.
+
+use crate::proxy::respond::Reason;
+use crate::runtime::Runtime;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Ctx {
+    /// The snapshot this request runs on, loaded once in `request_filter`.
+    pub rt: Option<Arc<Runtime>>,
+    /// Index of the matched endpoint in `rt.endpoints`.
+    pub endpoint: Option<usize>,
+    pub start: Instant,
+    /// End of the endpoint's time budget.
+    pub deadline: Instant,
+    /// Path and query to send upstream when it differs from the client's.
+    pub upstream_uri: Option<String>,
+    /// Hosts tried so far (a retry goes to another one).
+    pub tried: Vec<SocketAddr>,
+    pub upstream_start: Option<Instant>,
+    /// Set when gatehouse answered (or will answer) by itself.
+    pub reason: Option<Reason>,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        let now = Instant::now();
+        Ctx {
+            rt: None,
+            endpoint: None,
+            start: now,
+            deadline: now,
+            upstream_uri: None,
+            tried: Vec::new(),
+            upstream_start: None,
+            reason: None,
+        }
+    }
+
+    pub fn endpoint(&self) -> Option<&crate::runtime::Endpoint> {
+        let rt = self.rt.as_ref()?;
+        rt.endpoints.get(self.endpoint?)
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}

@@ -1,0 +1,441 @@
+//! Routing: path normalisation, the matchit router with per-method dispatch, rewrites.
+//!
+//! Paths are normalised before matching (percent-decoding of unreserved characters only,
+//! `.`/`..` segments resolved, repeated `/` collapsed) so that no encoding trick reaches a
+//! route other than the one a filter was written for. Upstreams receive the normalised path.
+
+use crate::config::{ConfigError, ConfigErrors, EndpointConfig};
+use std::borrow::Cow;
+
+/// Bit set of the standard methods; `ALL` when an endpoint does not list methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSet(u16);
+
+const METHOD_NAMES: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl MethodSet {
+    pub const ALL: MethodSet = MethodSet(0x1ff);
+
+    fn bit(m: &http::Method) -> u16 {
+        METHOD_NAMES
+            .iter()
+            .position(|n| *n == m.as_str())
+            .map(|i| 1u16 << i)
+            .unwrap_or(0)
+    }
+
+    pub fn from_methods(ms: Option<&Vec<http::Method>>) -> MethodSet {
+        match ms {
+            None => MethodSet::ALL,
+            Some(list) => MethodSet(list.iter().fold(0, |acc, m| acc | Self::bit(m))),
+        }
+    }
+
+    pub fn contains(self, m: &http::Method) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+
+    fn names(self) -> impl Iterator<Item = &'static str> {
+        METHOD_NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, n)| *n)
+    }
+}
+
+/// All endpoints sharing one path pattern, dispatched by method.
+#[derive(Debug)]
+pub struct PathEntry {
+    pub pattern: String,
+    /// (methods, index into the endpoint list)
+    routes: Vec<(MethodSet, usize)>,
+    /// Value of the `Allow` header for a 405.
+    pub allow: String,
+}
+
+pub struct Router {
+    inner: matchit::Router<usize>,
+    entries: Vec<PathEntry>,
+}
+
+pub enum Match<'r, 'p> {
+    Found {
+        endpoint: usize,
+        params: matchit::Params<'r, 'p>,
+    },
+    MethodNotAllowed {
+        allow: &'r str,
+    },
+    NotFound,
+}
+
+impl Router {
+    /// Builds the router; conflicting paths or overlapping methods are config errors.
+    pub fn build(endpoints: &[EndpointConfig]) -> Result<Router, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut entries: Vec<PathEntry> = Vec::new();
+        let mut inner = matchit::Router::new();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let set = MethodSet::from_methods(ep.methods.as_ref());
+            if let Some(entry) = entries.iter_mut().find(|e| e.pattern == ep.path) {
+                if let Some((_, other)) = entry.routes.iter().find(|(s, _)| s.0 & set.0 != 0) {
+                    let overlap =
+                        MethodSet(set.0 & entry.routes.iter().fold(0, |a, (s, _)| a | s.0));
+                    errors.push(ConfigError::new(
+                        format!("endpoints[{i}].methods"),
+                        format!(
+                            "{} {} already routed by endpoints[{other}]",
+                            overlap.names().collect::<Vec<_>>().join(", "),
+                            ep.path
+                        ),
+                    ));
+                    continue;
+                }
+                entry.routes.push((set, i));
+                continue;
+            }
+            if let Err(err) = inner.insert(ep.path.clone(), entries.len()) {
+                errors.push(ConfigError::new(
+                    format!("endpoints[{i}].path"),
+                    format!("{:?} cannot be routed: {err}", ep.path),
+                ));
+                continue;
+            }
+            entries.push(PathEntry {
+                pattern: ep.path.clone(),
+                routes: vec![(set, i)],
+                allow: String::new(),
+            });
+        }
+        for entry in &mut entries {
+            let all = MethodSet(entry.routes.iter().fold(0, |a, (s, _)| a | s.0));
+            entry.allow = all.names().collect::<Vec<_>>().join(", ");
+        }
+        if errors.is_empty() {
+            Ok(Router { inner, entries })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Matches a normalised path and a method.
+    pub fn find<'r, 'p>(&'r self, path: &'p str, method: &http::Method) -> Match<'r, 'p> {
+        match self.inner.at(path) {
+            Ok(m) => {
+                let entry = &self.entries[*m.value];
+                match entry.routes.iter().find(|(s, _)| s.contains(method)) {
+                    Some((_, ep)) => Match::Found {
+                        endpoint: *ep,
+                        params: m.params,
+                    },
+                    None => Match::MethodNotAllowed {
+                        allow: &entry.allow,
+                    },
+                }
+            }
+            Err(_) => Match::NotFound,
+        }
+    }
+}
+
+/// Names of the `{param}` / `{*rest}` placeholders in a path pattern.
+pub fn placeholders(pattern: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        out.push(name.trim_start_matches('*'));
+        rest = &rest[start + len + 1..];
+    }
+    out
+}
+
+/// A compiled rewrite template such as `/catalog/{cat_id}/{rest}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    Param(String),
+}
+
+/// Checks that a rewrite only names placeholders of its path.
+pub fn check_rewrite(path: &str, rewrite: &str) -> Result<(), String> {
+    if !rewrite.starts_with('/') {
+        return Err(format!("{rewrite:?} must start with '/'"));
+    }
+    let known = placeholders(path);
+    let r = Rewrite::parse(rewrite)?;
+    for p in &r.parts {
+        if let Part::Param(name) = p {
+            if !known.contains(&name.as_str()) {
+                return Err(format!(
+                    "placeholder {{{name}}} is not in the path {path:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Rewrite {
+    pub fn parse(template: &str) -> Result<Rewrite, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(start) = rest.find('{') {
+            if start > 0 {
+                parts.push(Part::Lit(rest[..start].to_string()));
+            }
+            let Some(len) = rest[start..].find('}') else {
+                return Err(format!("unclosed '{{' in {template:?}"));
+            };
+            let name = rest[start + 1..start + len].trim_start_matches('*');
+            if name.is_empty() {
+                return Err(format!("empty placeholder in {template:?}"));
+            }
+            parts.push(Part::Param(name.to_string()));
+            rest = &rest[start + len + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unmatched '}}' in {template:?}"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        Ok(Rewrite { parts })
+    }
+
+    /// Renders the template with the matched placeholders into `out`.
+    pub fn render(&self, params: &matchit::Params<'_, '_>, out: &mut String) {
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Param(name) => out.push_str(params.get(name).unwrap_or("")),
+            }
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn needs_work(p: &[u8]) -> bool {
+    let n = p.len();
+    for i in 0..n {
+        match p[i] {
+            b'%' => return true,
+            b'/' => {
+                if i + 1 < n && p[i + 1] == b'/' {
+                    return true;
+                }
+                if i + 1 < n && p[i + 1] == b'.' {
+                    // "/." followed by end, '/', or "." + end/'/'
+                    let rest = &p[i + 1..];
+                    if rest == b"."
+                        || rest.starts_with(b"./")
+                        || rest == b".."
+                        || rest.starts_with(b"../")
+                    {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Normalises a request path (no query string). Errors are client errors (400).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, &'static str> {
+    let p = path.as_bytes();
+    if p.first() != Some(&b'/') {
+        return Err("request path must start with '/'");
+    }
+    if !needs_work(p) {
+        return Ok(Cow::Borrowed(path));
+    }
+    // 1. percent-decoding of unreserved characters; other escapes kept, hex uppercased.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < p.len() {
+        let b = p[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (
+                p.get(i + 1).copied().and_then(hex),
+                p.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err("invalid percent-encoding in path");
+            };
+            let v = h * 16 + l;
+            if is_unreserved(v) {
+                decoded.push(v as char);
+            } else {
+                decoded.push('%');
+                decoded.push(p[i + 1].to_ascii_uppercase() as char);
+                decoded.push(p[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+        } else {
+            // Safe: the input is a str and we copy whole UTF-8 sequences byte by byte.
+            let ch_len = utf8_len(b);
+            decoded.push_str(&path[i..i + ch_len]);
+            i += ch_len;
+        }
+    }
+    // 2. segments: drop empty and ".", pop on "..".
+    let mut segs: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split('/').skip(1) {
+        trailing = false;
+        match seg {
+            "" => trailing = true,
+            "." => trailing = true,
+            ".." => {
+                segs.pop();
+                trailing = true;
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ep(path: &str, methods: Option<&[&str]>) -> EndpointConfig {
+        EndpointConfig {
+            path: path.into(),
+            methods: methods.map(|l| l.iter().map(|m| m.parse().unwrap()).collect()),
+            backend: "b".into(),
+            rewrite: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn normalisation() {
+        let n = |p| normalize(p).unwrap().into_owned();
+        assert_eq!(n("/a/b"), "/a/b");
+        assert_eq!(n("//a///b"), "/a/b");
+        assert_eq!(n("/a/./b/../c"), "/a/c");
+        assert_eq!(n("/a/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/a/%2E%2e/%2e/admin"), "/admin");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(n("/a/"), "/a/");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/%61dmin"), "/admin");
+        assert_eq!(
+            n("/a%2fb"),
+            "/a%2Fb",
+            "encoded slash stays a byte of the segment"
+        );
+        assert_eq!(n("/caf\u{e9}//x"), "/caf\u{e9}/x");
+        assert_eq!(n("/"), "/");
+        assert!(normalize("/a%zz").is_err());
+        assert!(normalize("/a%2").is_err());
+        assert!(normalize("a/b").is_err());
+        assert!(matches!(normalize("/plain/path"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let eps = vec![
+            ep("/products/{id}", None),
+            ep("/products/new", None),
+            ep("/products/{id}/{*rest}", None),
+            ep("/{*all}", None),
+        ];
+        let r = Router::build(&eps).unwrap();
+        let get = http::Method::GET;
+        let hit = |p: &str| match r.find(p, &get) {
+            Match::Found { endpoint, .. } => Some(endpoint),
+            _ => None,
+        };
+        assert_eq!(hit("/products/new"), Some(1));
+        assert_eq!(hit("/products/42"), Some(0));
+        assert_eq!(hit("/products/42/a/b"), Some(2));
+        assert_eq!(hit("/other/thing"), Some(3));
+    }
+
+    #[test]
+    fn methods_and_allow() {
+        let eps = vec![ep("/x", Some(&["GET", "HEAD"])), ep("/x", Some(&["POST"]))];
+        let r = Router::build(&eps).unwrap();
+        assert!(matches!(
+            r.find("/x", &http::Method::POST),
+            Match::Found { endpoint: 1, .. }
+        ));
+        match r.find("/x", &http::Method::DELETE) {
+            Match::MethodNotAllowed { allow } => assert_eq!(allow, "GET, HEAD, POST"),
+            _ => panic!("expected 405"),
+        }
+        assert!(matches!(r.find("/y", &http::Method::GET), Match::NotFound));
+    }
+
+    #[test]
+    fn overlapping_methods_are_errors() {
+        let eps = vec![ep("/x", Some(&["GET"])), ep("/x", Some(&["GET", "POST"]))];
+        let err = Router::build(&eps).err().unwrap();
+        assert_eq!(err.0[0].path, "endpoints[1].methods");
+        assert!(err.0[0].message.contains("GET"), "{}", err);
+    }
+
+    #[test]
+    fn rewrite_templates() {
+        let eps = vec![ep("/products/{cat_id}/{*rest}", None)];
+        let r = Router::build(&eps).unwrap();
+        let Match::Found { params, .. } = r.find("/products/7/a/b", &http::Method::GET) else {
+            panic!()
+        };
+        let rw = Rewrite::parse("/catalog/category/{cat_id}/{rest}").unwrap();
+        let mut out = String::new();
+        rw.render(&params, &mut out);
+        assert_eq!(out, "/catalog/category/7/a/b");
+        assert!(check_rewrite("/p/{id}", "/q/{nope}")
+            .unwrap_err()
+            .contains("nope"));
+        assert!(check_rewrite("/p/{id}", "/q/{id}").is_ok());
+        assert!(check_rewrite("/p/{id}", "/q/{id").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Hot reload on SIGHUP: read, validate and compile the whole file off the request path,
+//! then swap the runtime atomically. Any error keeps the running runtime.
+
+use crate::config::{self, ConfigErrors};
+use crate::metrics::metrics;
+use crate::runtime::{Runtime, Shared};
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Set once the SIGHUP handler is installed: `/ready` answers 200 from then on.
+pub static READY: AtomicBool = AtomicBool::new(false);
+
+/// Loads the file and swaps it in; returns the new generation.
+pub fn reload(path: &std::path::Path, shared: &Shared) -> Result<u64, ConfigErrors> {
+    let started = std::time::Instant::now();
+    let cfg = config::load(path)?;
+    let old = shared.load_full();
+    let restart_only = restart_only_changes(&old.config, &cfg);
+    let rt = Runtime::compile(cfg, Some(&old))?;
+    let generation = rt.generation;
+    shared.store(Arc::new(rt));
+    for what in restart_only {
+        warn!("reload: {what} changed; this takes effect only after a restart or upgrade (-u)");
+    }
+    info!(
+        "reload: generation {generation} from {} swapped in after {:.1}ms",
+        path.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(generation)
+}
+
+fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let mut v = Vec::new();
+    if o.listen != n.listen {
+        v.push("server.listen");
+    }
+    if o.threads != n.threads {
+        v.push("server.threads");
+    }
+    if o.admin != n.admin {
+        v.push("server.admin");
+    }
+    if o.grace_period != n.grace_period {
+        v.push("server.grace_period");
+    }
+    if old.demo != new.demo {
+        v.push("demo");
+    }
+    let idle =
+        |c: &config::Config| -> usize { c.backends.values().map(|b| b.max_idle_connections).sum() };
+    if idle(old) != idle(new) {
+        v.push("backends.*.max_idle_connections (pool size)");
+    }
+    v
+}
+
+pub struct ReloadService {
+    pub path: PathBuf,
+    pub shared: Shared,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot install the SIGHUP handler, hot reload is off: {e}");
+                return;
+            }
+        };
+        READY.store(true, Ordering::Release);
+        info!("reload: send SIGHUP to re-read {}", self.path.display());
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                got = hup.recv() => {
+                    if got.is_none() { break; }
+                    match reload(&self.path, &self.shared) {
+                        Ok(g) => {
+                            metrics().reloads.with_label_values(&["ok"]).inc();
+                            metrics().config_generation.set(g as i64);
+                        }
+                        Err(errs) => {
+                            metrics().reloads.with_label_values(&["error"]).inc();
+                            error!("reload failed, keeping the running config:\n{errs}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

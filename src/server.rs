@@ -1,0 +1,103 @@
+//! Wires the Pingora server: the proxy service on `server.listen`, the admin and demo
+//! listeners, and the SIGHUP reload service.
+
+use crate::config::Config;
+use crate::proxy::Gatehouse;
+use crate::reload::ReloadService;
+use crate::runtime::{Runtime, Shared};
+use arc_swap::ArcSwap;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Process-level options from the command line (Pingora's own flags included).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub config_path: PathBuf,
+    pub daemon: bool,
+    pub upgrade: bool,
+    pub test: bool,
+}
+
+/// Pingora's settings derived from our config (restart-only values).
+pub fn server_conf(cfg: &Config, opts: &Options) -> ServerConf {
+    let s = &cfg.server;
+    let pool: usize = cfg
+        .backends
+        .values()
+        .map(|b| b.max_idle_connections)
+        .sum::<usize>()
+        .max(128);
+    let max_retries = cfg
+        .backends
+        .values()
+        .map(|b| b.retries as usize)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    ServerConf {
+        threads: s.threads,
+        daemon: opts.daemon,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: pool,
+        max_retries: max_retries.max(2),
+        ..ServerConf::default()
+    }
+}
+
+/// Builds the Pingora server for `cfg` and runs it; never returns.
+pub fn run(cfg: Config, opts: Options) -> ! {
+    let conf = server_conf(&cfg, &opts);
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        nocapture: false,
+        test: opts.test,
+        conf: None,
+    };
+    let rt = match Runtime::compile(cfg, None) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    crate::metrics::metrics().config_generation.set(1);
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(rt));
+    let cfg = shared.load_full().config.clone();
+
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, Gatehouse::new(shared.clone()));
+    for addr in &cfg.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = cfg.server.admin {
+        let mut svc = Service::new("admin".to_string(), crate::admin::Admin);
+        svc.add_tcp(&admin.to_string());
+        server.add_service(svc);
+    }
+    if let Some(demo) = cfg.demo {
+        let mut svc = Service::new("demo upstream".to_string(), crate::demo::Demo);
+        svc.add_tcp(&demo.to_string());
+        server.add_service(svc);
+    }
+    server.add_service(background_service(
+        "reload",
+        ReloadService {
+            path: opts.config_path.clone(),
+            shared,
+        },
+    ));
+    server.run_forever()
+}

@@ -1,0 +1,3 @@
+//! Upstreams: backends, their hosts and how one is picked.
+
+pub mod backend;
