@@ -11,8 +11,8 @@ fn check(path: &std::path::Path) -> (bool, String) {
         .arg(path)
         .output()
         .expect("run gatehouse check");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -42,11 +42,19 @@ fn every_broken_config_fails_with_its_message() {
             .lines()
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
-        assert!(!expects.is_empty(), "{} has no '# expect:' line", path.display());
+        assert!(
+            !expects.is_empty(),
+            "{} has no '# expect:' line",
+            path.display()
+        );
         let (ok, out) = check(&path);
         assert!(!ok, "{} should be rejected", path.display());
         for e in expects {
-            assert!(out.contains(e), "{}: expected {e:?} in:\n{out}", path.display());
+            assert!(
+                out.contains(e),
+                "{}: expected {e:?} in:\n{out}",
+                path.display()
+            );
         }
         n += 1;
     }
@@ -57,5 +65,8 @@ fn every_broken_config_fails_with_its_message() {
 fn missing_file_is_a_clear_error() {
     let (ok, out) = check(std::path::Path::new("/nonexistent/gatehouse.yaml"));
     assert!(!ok);
-    assert!(out.contains("cannot read /nonexistent/gatehouse.yaml"), "{out}");
+    assert!(
+        out.contains("cannot read /nonexistent/gatehouse.yaml"),
+        "{out}"
+    );
 }

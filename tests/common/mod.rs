@@ -65,7 +65,10 @@ impl Gatehouse {
         let child = Command::new(BIN)
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -157,7 +160,9 @@ impl Gatehouse {
     /// Waits for the process to exit (after a signal) and returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("gatehouse to exit", timeout, || child.try_wait().ok().flatten())
+        wait_for("gatehouse to exit", timeout, || {
+            child.try_wait().ok().flatten()
+        })
     }
 }
 
@@ -175,8 +180,7 @@ pub fn metric_value(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| {
-            l.starts_with(prefix)
-                && l[prefix.len()..].starts_with([' ', '{'].as_ref())
+            l.starts_with(prefix) && l[prefix.len()..].starts_with([' ', '{'].as_ref())
                 || l.split_once(' ').map(|(k, _)| k) == Some(prefix)
         })
         .and_then(|l| l.rsplit(' ').next())
@@ -299,7 +303,11 @@ pub fn try_request(
     c.request(method, path, headers, body)
 }
 
-pub fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn try_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     try_request(addr, "GET", path, headers, b"")
 }
 
@@ -441,8 +449,12 @@ impl MockUpstream {
             while !stop.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((s, _)) => {
-                        let (behaviour, requests, count, stop) =
-                            (behaviour.clone(), requests.clone(), count.clone(), stop.clone());
+                        let (behaviour, requests, count, stop) = (
+                            behaviour.clone(),
+                            requests.clone(),
+                            count.clone(),
+                            stop.clone(),
+                        );
                         thread::spawn(move || {
                             let _ = s.set_nonblocking(false);
                             handle_conn(s, behaviour, requests, count, stop)
@@ -611,7 +623,11 @@ fn echo_body(r: &Recorded) -> Vec<u8> {
 }
 
 /// A config with one backend pointing at `upstreams` and one catch-all endpoint.
-pub fn simple_config(upstreams: &[SocketAddr], extra_backend: &str, extra_endpoint: &str) -> String {
+pub fn simple_config(
+    upstreams: &[SocketAddr],
+    extra_backend: &str,
+    extra_endpoint: &str,
+) -> String {
     let hosts: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"version: 1
