@@ -81,6 +81,9 @@ pub struct FileConfig {
     pub backends: BTreeMap<String, BackendFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+    /// Service-wide rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -131,6 +134,12 @@ pub struct BackendFile {
     /// Host header sent upstream; by default the client's Host is passed through.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// One bucket for this backend (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::BackendRateLimitFile>,
+    /// Bound on in-flight requests to this backend.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -164,6 +173,9 @@ pub struct EndpointFile {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// This endpoint's rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `endpoints[2].timeout: must be > 0`.
 
 pub mod file;
+pub mod limits;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,8 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    /// Rate limits and backend concurrency bounds (service, per endpoint, per backend).
+    pub limits: limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

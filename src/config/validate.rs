@@ -209,12 +209,15 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    let limits = super::limits::validate(f, &mut e.0);
+
     if e.0.is_empty() {
         let cfg = Config {
             server,
             demo,
             backends,
             endpoints,
+            limits,
         };
         // Route conflicts are found by building the router once.
         crate::proxy::route::Router::build(&cfg.endpoints)?;

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub upstream_start: Option<Instant>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Rate-limit state: RateLimit header numbers, Retry-After, the backend in-flight slot.
+    pub limits: crate::limits::RequestLimits,
 }
 
 impl Ctx {
@@ -35,6 +37,7 @@ impl Ctx {
             tried: Vec::new(),
             upstream_start: None,
             reason: None,
+            limits: Default::default(),
         }
     }
 

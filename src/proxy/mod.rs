@@ -33,6 +33,8 @@ enum Routed {
     To {
         endpoint: usize,
         uri: Option<String>,
+        /// The client key of a `param` rate-limit strategy (src/limits).
+        limit_key: Option<crate::limits::local::Key>,
     },
     Reject(Reason, Option<String>),
 }
@@ -46,6 +48,7 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
     match rt.router.find(&norm, &req.method) {
         Match::Found { endpoint, params } => {
             let ep = &rt.endpoints[endpoint];
+            let limit_key = rt.limits.param_key(endpoint, &params);
             let changed = matches!(norm, std::borrow::Cow::Owned(_));
             let uri = if ep.rewrite.is_some() || changed {
                 let mut s = String::with_capacity(norm.len() + 16);
@@ -61,7 +64,11 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
             } else {
                 None
             };
-            Routed::To { endpoint, uri }
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            }
         }
         Match::MethodNotAllowed { allow } => {
             Routed::Reject(Reason::MethodNotAllowed, Some(allow.to_string()))
@@ -72,6 +79,21 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
 
 fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+/// The client address the limits key on: the TCP peer for now. The one place to switch to
+/// the trusted-proxy resolution (`ctx.client_ip`) when it lands.
+fn client_ip(session: &Session, _ctx: &Ctx) -> Option<std::net::IpAddr> {
+    client_addr(session).map(|a| a.ip())
+}
+
+/// The Retry-After and RateLimit headers of a response made by gatehouse.
+fn limit_extra<'a>(ctx: &Ctx, headers: &'a Option<(String, String)>) -> Extra<'a> {
+    Extra {
+        retry_after: ctx.limits.retry_after,
+        ratelimit: headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str())),
+        ..Default::default()
+    }
 }
 
 #[async_trait]
@@ -88,11 +110,33 @@ impl ProxyHttp for Gatehouse {
         let routed = route_request(&rt, session.req_header());
         ctx.rt = Some(rt);
         match routed {
-            Routed::To { endpoint, uri } => {
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            } => {
                 ctx.endpoint = Some(endpoint);
                 ctx.upstream_uri = uri;
                 let timeout = ctx.endpoint().map(|e| e.timeout).unwrap_or_default();
                 ctx.deadline = ctx.start + timeout;
+                // --- rate limits (src/limits), SPEC §3 step 5 ---
+                let ip = client_ip(session, ctx);
+                let now = crate::limits::bucket::now_ns(ctx.start);
+                if let Some(rt) = ctx.rt.as_deref() {
+                    let req = session.req_header();
+                    let checked = rt
+                        .limits
+                        .check_request(endpoint, req, ip, limit_key, now, &mut ctx.limits)
+                        .await;
+                    if let Err(rej) = checked {
+                        ctx.reason = Some(rej.reason);
+                        ctx.limits.retry_after = Some(rej.retry_after);
+                        let headers = ctx.limits.headers();
+                        respond::send(session, rej.reason, &limit_extra(ctx, &headers)).await?;
+                        return Ok(true);
+                    }
+                }
+                // --- end rate limits ---
                 Ok(false)
             }
             Routed::Reject(reason, info) => {
@@ -137,6 +181,18 @@ impl ProxyHttp for Gatehouse {
                 "no upstream host",
             ));
         };
+        // --- backend limits (src/limits), SPEC §3 step 6: max_concurrent, backend bucket ---
+        if let (Some(rt), Some(i)) = (ctx.rt.as_deref(), ctx.endpoint) {
+            let checked =
+                rt.limits
+                    .check_backend(i, crate::limits::bucket::now_ns(now), &mut ctx.limits);
+            if let Err(rej) = checked {
+                ctx.reason = Some(rej.reason);
+                ctx.limits.retry_after = Some(rej.retry_after);
+                return Err(Error::explain(ErrorType::HTTPStatus(503), "backend limit"));
+            }
+        }
+        // --- end backend limits ---
         ctx.tried.push(addr);
         let c = &backend.cfg;
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -215,6 +271,20 @@ impl ProxyHttp for Gatehouse {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // --- RateLimit headers (src/limits) ---
+        if let Some((policy, state)) = ctx.limits.headers() {
+            response.insert_header("ratelimit-policy", policy)?;
+            response.insert_header("ratelimit", state)?;
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let reason = match e.etype() {
             ErrorType::HTTPStatus(code) => ctx.reason.unwrap_or(match code {
@@ -261,7 +331,8 @@ impl ProxyHttp for Gatehouse {
                 can_reuse_downstream: false,
             };
         }
-        let ok = respond::send(session, reason, &Extra::default())
+        let headers = ctx.limits.headers();
+        let ok = respond::send(session, reason, &limit_extra(ctx, &headers))
             .await
             .is_ok();
         FailToProxy {

@@ -16,6 +16,12 @@ pub enum Reason {
     UpstreamTimeout,
     EndpointTimeout,
     Internal,
+    // --- rate limits (src/limits) ---
+    ClientRateLimit,
+    ServiceRateLimit,
+    EndpointRateLimit,
+    BackendRateLimit,
+    BackendMaxConcurrent,
 }
 
 impl Reason {
@@ -30,6 +36,11 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::EndpointTimeout => "endpoint_timeout",
             Reason::Internal => "internal",
+            Reason::ClientRateLimit => "client_rate_limit",
+            Reason::ServiceRateLimit => "service_rate_limit",
+            Reason::EndpointRateLimit => "endpoint_rate_limit",
+            Reason::BackendRateLimit => "backend_rate_limit",
+            Reason::BackendMaxConcurrent => "backend_max_concurrent",
         }
     }
 
@@ -42,6 +53,11 @@ impl Reason {
             Reason::BadGateway => 502,
             Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
             Reason::Internal => 500,
+            Reason::ClientRateLimit => 429,
+            Reason::ServiceRateLimit
+            | Reason::EndpointRateLimit
+            | Reason::BackendRateLimit
+            | Reason::BackendMaxConcurrent => 503,
         }
     }
 
@@ -55,6 +71,11 @@ impl Reason {
             Reason::UpstreamTimeout => "Upstream did not answer in time",
             Reason::EndpointTimeout => "The endpoint's time budget is spent",
             Reason::Internal => "Internal error",
+            Reason::ClientRateLimit => "Too many requests from this client",
+            Reason::ServiceRateLimit => "The service's request rate limit is reached",
+            Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
+            Reason::BackendRateLimit => "The backend's request rate limit is reached",
+            Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
         }
     }
 }
@@ -65,6 +86,8 @@ pub struct Extra<'a> {
     pub allow: Option<&'a str>,
     pub retry_after: Option<u64>,
     pub detail: Option<&'a str>,
+    /// `RateLimit-Policy` and `RateLimit` values (src/limits).
+    pub ratelimit: Option<(&'a str, &'a str)>,
 }
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
@@ -108,7 +131,7 @@ fn escape_json_into(s: &str, out: &mut String) {
 
 /// Builds the response header of a problem.
 pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(reason.status(), Some(4))?;
+    let mut h = ResponseHeader::build(reason.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
     if let Some(a) = extra.allow {
@@ -116,6 +139,10 @@ pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<
     }
     if let Some(r) = extra.retry_after {
         h.insert_header("retry-after", r.to_string())?;
+    }
+    if let Some((policy, state)) = extra.ratelimit {
+        h.insert_header("ratelimit-policy", policy)?;
+        h.insert_header("ratelimit", state)?;
     }
     Ok(h)
 }
