@@ -157,6 +157,23 @@ impl ProxyHttp for Gatehouse {
         }
     }
 
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // --- backend limits (src/limits), SPEC §3 step 6: max_concurrent, backend bucket.
+        // Here rather than in upstream_peer, whose errors close the client connection.
+        if let (Some(rt), Some(i)) = (ctx.rt.as_deref(), ctx.endpoint) {
+            let now = crate::limits::bucket::now_ns(ctx.start);
+            if let Err(rej) = rt.limits.check_backend(i, now, &mut ctx.limits) {
+                ctx.reason = Some(rej.reason);
+                ctx.limits.retry_after = Some(rej.retry_after);
+                let headers = ctx.limits.headers();
+                respond::send(session, rej.reason, &limit_extra(ctx, &headers)).await?;
+                return Ok(false);
+            }
+        }
+        // --- end backend limits ---
+        Ok(true)
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let now = Instant::now();
         let remaining = ctx.deadline.saturating_duration_since(now);
@@ -181,18 +198,6 @@ impl ProxyHttp for Gatehouse {
                 "no upstream host",
             ));
         };
-        // --- backend limits (src/limits), SPEC §3 step 6: max_concurrent, backend bucket ---
-        if let (Some(rt), Some(i)) = (ctx.rt.as_deref(), ctx.endpoint) {
-            let checked =
-                rt.limits
-                    .check_backend(i, crate::limits::bucket::now_ns(now), &mut ctx.limits);
-            if let Err(rej) = checked {
-                ctx.reason = Some(rej.reason);
-                ctx.limits.retry_after = Some(rej.retry_after);
-                return Err(Error::explain(ErrorType::HTTPStatus(503), "backend limit"));
-            }
-        }
-        // --- end backend limits ---
         ctx.tried.push(addr);
         let c = &backend.cfg;
         let mut peer = HttpPeer::new(addr, false, String::new());
