@@ -33,6 +33,8 @@ pub struct RateLimitFile {
     #[serde(default)]
     pub store: Option<String>,
     #[serde(default)]
+    pub on_store_failure: Option<String>,
+    #[serde(default)]
     pub headers: Option<bool>,
     #[serde(default)]
     pub tiers: Option<TiersFile>,
@@ -93,6 +95,15 @@ pub enum Store {
     Local,
 }
 
+/// What to do when a shared store (Redis) does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreFailure {
+    Allow,
+    Deny,
+    /// Decide with this instance's own buckets (the default).
+    Local,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TierMatch {
     Exact(String),
@@ -121,6 +132,8 @@ pub struct RateLimitConfig {
     pub client: Option<Rate>,
     pub strategy: Strategy,
     pub store: Store,
+    /// Only meaningful with a shared store; validated now, used when Redis lands.
+    pub on_store_failure: OnStoreFailure,
     pub headers: bool,
     pub tiers: Option<Tiers>,
 }
@@ -401,6 +414,18 @@ fn rate_limit(
         );
     }
     let store = store(e, p, r.store.as_deref());
+    let on_store_failure = match r.on_store_failure.as_deref() {
+        None | Some("local") => OnStoreFailure::Local,
+        Some("allow") => OnStoreFailure::Allow,
+        Some("deny") => OnStoreFailure::Deny,
+        Some(other) => {
+            e.push(
+                format!("{p}.on_store_failure"),
+                format!("unknown value {other:?} (expected allow, deny or local)"),
+            );
+            OnStoreFailure::Local
+        }
+    };
     if e.0.len() > before {
         return None;
     }
@@ -409,6 +434,7 @@ fn rate_limit(
         client,
         strategy,
         store,
+        on_store_failure,
         headers: r.headers.unwrap_or(true),
         tiers,
     })
@@ -508,6 +534,12 @@ endpoints:
             e[0].starts_with("rate_limit.store: redis is not available"),
             "{e:?}"
         );
+        let e = errors("rate_limit: { max_rate: 1, on_store_failure: maybe }");
+        assert!(
+            e[0].starts_with("rate_limit.on_store_failure: unknown value"),
+            "{e:?}"
+        );
+        assert!(errors("rate_limit: { max_rate: 1, on_store_failure: deny }").is_empty());
         let e = errors("rate_limit: { max_rate: 1, strategy: ip }");
         assert!(
             e[0].starts_with("rate_limit.strategy: identifies clients"),

@@ -30,10 +30,11 @@ pub struct Gcra {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     pub allowed: bool,
-    /// Whole tokens left after this request.
-    pub remaining: u64,
-    /// Rejected: ns until a token is available. Admitted: ns until the next token when
-    /// `remaining == 0`, otherwise until the bucket is full again.
+    /// Admitted: the bucket's debt after this request (`tat - now`, ns); rejected: 0.
+    /// Whole tokens left are `Gcra::remaining_of` (a division, done only for the headers).
+    pub debt: u64,
+    /// Rejected: ns until a token is available. Admitted: ns until the next token when no
+    /// whole token is left, otherwise until the bucket is full again.
     pub wait: u64,
 }
 
@@ -71,20 +72,30 @@ impl Gcra {
         (self.burst - debt) / self.interval
     }
 
+    /// Whole tokens left after an outcome.
+    #[inline]
+    pub fn remaining_of(&self, o: &Outcome) -> u64 {
+        if !o.allowed {
+            return 0;
+        }
+        (self.burst - o.debt.min(self.burst)) / self.interval
+    }
+
     /// The outcome of an admitted request that left the bucket at `tat`.
     #[inline]
     pub fn admitted(&self, tat: u64, now: u64) -> Outcome {
-        let remaining = self.remaining(tat, now);
         let debt = tat.saturating_sub(now);
-        let wait = if remaining == 0 {
+        // no whole token left <=> burst - debt < interval (no division needed)
+        let floor = self.burst - self.interval.min(self.burst);
+        let wait = if debt > floor {
             // until debt <= burst - interval, i.e. one token is back
-            debt.saturating_sub(self.burst - self.interval.min(self.burst))
+            debt - floor
         } else {
             debt
         };
         Outcome {
             allowed: true,
-            remaining,
+            debt,
             wait,
         }
     }
@@ -93,7 +104,7 @@ impl Gcra {
     pub fn rejected(wait: u64) -> Outcome {
         Outcome {
             allowed: false,
-            remaining: 0,
+            debt: 0,
             wait,
         }
     }
@@ -211,11 +222,12 @@ mod tests {
         assert!(!b.check(&g, t0 + 100_000_000 - 1).allowed);
         let o = b.check(&g, t0 + 100_000_000);
         assert!(o.allowed);
-        assert_eq!(o.remaining, 0);
+        assert_eq!(g.remaining_of(&o), 0);
         assert_eq!(o.wait, 100_000_000);
         // a rejection says how long to wait
         let r = b.check(&g, t0 + 150_000_000);
         assert_eq!(r, Gcra::rejected(50_000_000));
+        assert_eq!(g.remaining_of(&r), 0);
     }
 
     #[test]
@@ -223,7 +235,11 @@ mod tests {
         let g = Gcra::new(10, 5, Duration::from_secs(1));
         let b = Bucket::new();
         let o = b.check(&g, 0);
-        assert_eq!((o.remaining, o.wait), (4, 100_000_000), "4 left, full in T");
+        assert_eq!(
+            (g.remaining_of(&o), o.wait),
+            (4, 100_000_000),
+            "4 left, full in T"
+        );
         assert_eq!(g.window_secs(), 1);
         let g = Gcra::new(1, 3, Duration::from_secs(60));
         assert_eq!(g.window_secs(), 180);
@@ -234,6 +250,25 @@ mod tests {
         let g = Gcra::new(3, 3, Duration::from_secs(1));
         assert_eq!(g.interval, 333_333_333);
         assert_eq!(g.burst, 999_999_999);
+    }
+
+    #[test]
+    fn concurrent_checks_admit_exactly_capacity() {
+        let g = Gcra::new(1, 1000, Duration::from_secs(3600));
+        let b = Bucket::new();
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        if b.check(&g, 5 * S).allowed {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 1000);
     }
 
     proptest! {
@@ -256,7 +291,8 @@ mod tests {
                 let want = r.take(now);
                 prop_assert_eq!(o.allowed, want, "at {}", now);
                 if o.allowed {
-                    prop_assert_eq!(o.remaining, r.tokens());
+                    prop_assert_eq!(g.remaining_of(&o), r.tokens());
+                    prop_assert_eq!(g.remaining_of(&o), g.remaining(now + o.debt, now));
                 }
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! - Exact: one entry per client key (no shared sketch, so no client is ever limited by
 //!   another's traffic). A key is a `u128` (see `policy::ClientKey`).
-//! - Sharded: `SHARDS` maps, each behind its own mutex, chosen by the key's hash; a lock is
-//!   held for one hash-map probe and never across an await.
+//! - Sharded: `SHARDS` hash tables (hashbrown), each behind its own mutex, chosen by the key's
+//!   hash (computed once per check); a lock is held for one probe, never across an await.
 //! - Bounded: an entry is only the bucket's TAT (8 bytes) under its 16-byte key. A bucket whose
 //!   TAT has passed is full, which is exactly what an absent entry means, so dropping it is
 //!   invisible: a shard sweeps such entries whenever it is about to grow (amortised O(1)).
@@ -11,8 +11,8 @@
 //!   dropped, then, if need be, arbitrary ones: those clients come back with a full bucket.
 
 use super::bucket::{Gcra, Outcome};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 /// Number of shards (a power of two).
@@ -23,51 +23,50 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
 /// A client key, as two words (8-byte alignment keeps an entry at 24 bytes, not 32).
 pub type Key = [u64; 2];
 
-type Hash = foldhash::fast::FixedState;
+/// One entry: the client's key and its bucket's TAT.
+type Entry = (Key, u64);
 
 struct Shard {
-    map: HashMap<Key, u64, Hash>,
+    table: HashTable<Entry>,
 }
 
 pub struct LocalStore {
     shards: Box<[Mutex<Shard>]>,
-    /// Picks the shard; independent of the maps' own hashing.
-    picker: foldhash::fast::RandomState,
+    /// Seeded per store; one hash per check picks the shard (bits 32..38) and the slot
+    /// (hashbrown uses the low bits and the top 7), so the two never correlate.
+    hasher: foldhash::fast::FixedState,
     max_per_shard: usize,
 }
 
 impl LocalStore {
     pub fn new(max_clients: usize) -> LocalStore {
-        let seed = fastrand::u64(..);
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::with_hasher(Hash::with_seed(seed)),
+                    table: HashTable::new(),
                 })
             })
             .collect();
         LocalStore {
             shards,
-            picker: foldhash::fast::RandomState::default(),
+            hasher: foldhash::fast::FixedState::with_seed(fastrand::u64(..)),
             // a quarter of slack for the hash's imbalance between shards
             max_per_shard: (max_clients / SHARDS + max_clients / SHARDS / 4).max(1),
         }
     }
 
     #[inline]
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        let mut h = self.picker.build_hasher();
-        h.write_u64(key[0]);
-        h.write_u64(key[1]);
-        // high bits: the maps use the low ones
-        &self.shards[(h.finish() >> 58) as usize & (SHARDS - 1)]
+    fn hash(&self, key: &Key) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Takes one token from `key`'s bucket at `now`.
     #[inline]
     pub fn check(&self, key: Key, g: &Gcra, now: u64) -> Outcome {
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tat) = shard.map.get_mut(&key) {
+        let hash = self.hash(&key);
+        let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)];
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, tat)) = shard.table.find_mut(hash, |(k, _)| *k == key) {
             return match g.decide(*tat, now) {
                 Ok(new) => {
                     *tat = new;
@@ -81,8 +80,9 @@ impl LocalStore {
             Ok(new) => new,
             Err(wait) => return Gcra::rejected(wait),
         };
-        shard.make_room(now, g.burst, self.max_per_shard);
-        shard.map.insert(key, new);
+        let rehash = |e: &Entry| self.hash(&e.0);
+        shard.make_room(now, g.burst, self.max_per_shard, rehash);
+        shard.table.insert_unique(hash, (key, new), rehash);
         g.admitted(new, now)
     }
 
@@ -90,7 +90,7 @@ impl LocalStore {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).table.len())
             .sum()
     }
 
@@ -98,17 +98,17 @@ impl LocalStore {
         self.len() == 0
     }
 
-    /// Bytes held by the maps (buckets of 24-byte entries plus one control byte each, plus
-    /// the shard headers): what a million clients cost.
+    /// Bytes held by the tables (24-byte entries plus one control byte per bucket, plus the
+    /// shard headers): what a million clients cost.
     pub fn memory_bytes(&self) -> usize {
-        let per_bucket = std::mem::size_of::<(Key, u64)>() + 1;
+        let per_bucket = std::mem::size_of::<Entry>() + 1;
         let headers = self.shards.len() * std::mem::size_of::<Mutex<Shard>>();
         headers
             + self
                 .shards
                 .iter()
                 .map(|s| {
-                    let cap = s.lock().unwrap_or_else(|e| e.into_inner()).map.capacity();
+                    let cap = s.lock().unwrap_or_else(|e| e.into_inner()).table.capacity();
                     // hashbrown keeps capacity at 7/8 of its power-of-two bucket count
                     if cap == 0 {
                         0
@@ -121,33 +121,34 @@ impl LocalStore {
 }
 
 impl Shard {
-    /// Before inserting: if the map is about to reallocate, first drop full buckets (they
+    /// Before inserting: if the table is about to reallocate, first drop full buckets (they
     /// are equivalent to absent ones); grow only when that did not free enough, so sweeps
     /// stay amortised O(1) per insert. Past the bound, forget the most refilled buckets.
-    fn make_room(&mut self, now: u64, burst: u64, max: usize) {
-        let len = self.map.len();
-        if len < self.map.capacity() && len < max {
+    fn make_room(&mut self, now: u64, burst: u64, max: usize, rehash: impl Fn(&Entry) -> u64) {
+        let t = &mut self.table;
+        let len = t.len();
+        if len < t.capacity() && len < max {
             return;
         }
-        self.map.retain(|_, tat| *tat > now);
-        let len = self.map.len();
+        t.retain(|(_, tat)| *tat > now);
+        let len = t.len();
         if len >= max {
-            // Everyone here is active. Forget those at least half refilled first.
+            // Everyone here is active. Forget those at least half refilled first, then any.
             let half = now.saturating_add(burst / 2);
-            self.map.retain(|_, tat| *tat > half);
-            while self.map.len() >= max {
-                let Some(k) = self.map.keys().next().copied() else {
-                    break;
-                };
-                self.map.remove(&k);
-            }
-        } else if len * 2 >= self.map.capacity() {
+            t.retain(|(_, tat)| *tat > half);
+            let mut excess = (t.len() + 1).saturating_sub(max);
+            t.retain(|_| {
+                let keep = excess == 0;
+                excess = excess.saturating_sub(1);
+                keep
+            });
+        } else if len * 2 >= t.capacity() {
             // The sweep freed little: grow now, so the next sweep is len inserts away.
-            self.map.reserve(len.max(16));
+            t.reserve(len.max(16), &rehash);
         }
-        let cap = self.map.capacity();
-        if cap > 64 && self.map.len() * 8 < cap {
-            self.map.shrink_to(self.map.len() * 2);
+        let cap = t.capacity();
+        if cap > 64 && t.len() * 8 < cap {
+            t.shrink_to(t.len() * 2, &rehash);
         }
     }
 }
@@ -172,6 +173,29 @@ mod tests {
         assert!(s.check(b, &g, 0).allowed);
         assert!(!s.check(b, &g, 0).allowed);
         assert!(s.check(a, &g, S).allowed, "refilled after T");
+    }
+
+    #[test]
+    fn concurrent_checks_of_one_client_admit_exactly_capacity() {
+        let g = Gcra::new(1, 500, Duration::from_secs(3600));
+        let s = LocalStore::new(DEFAULT_MAX_CLIENTS);
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for t in 0..4u64 {
+                let (s, g, admitted) = (&s, &g, &admitted);
+                sc.spawn(move || {
+                    for i in 0..1000u64 {
+                        // one shared client, and a private one per thread
+                        if s.check([9, 9], g, S).allowed {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        s.check([t, i], g, S);
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 500);
+        assert_eq!(s.len(), 4001);
     }
 
     #[test]

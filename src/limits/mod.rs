@@ -433,7 +433,7 @@ impl RequestLimits {
                 name,
                 quota: g.capacity,
                 window: g.window_secs(),
-                remaining: o.remaining,
+                remaining: g.remaining_of(o),
                 reset: ceil_secs(o.wait),
             };
             self.len += 1;
