@@ -176,10 +176,18 @@ pub struct EndpointConfig {
 
 /// Parses YAML text into a validated `Config`.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| {
-        // serde_yaml puts the YAML path first ("endpoints[0]: unknown field ..."),
-        // so the message already names the key.
-        ConfigError::new("", e.to_string())
+    let de = serde_yaml::Deserializer::from_str(text);
+    let file: file::FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        // The path of the failing key (e.g. `endpoints[2].timeout`), then serde_yaml's
+        // message, which ends with the line and column.
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let msg = match inner.split_once(": ") {
+            // serde_yaml may prefix its own (shorter) path; keep only the message.
+            Some((p, rest)) if !p.contains(' ') => rest.to_string(),
+            _ => inner,
+        };
+        ConfigError::new(if path == "." { String::new() } else { path }, msg)
     })?;
     validate::validate(&file)
 }
