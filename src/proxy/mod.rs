@@ -7,7 +7,7 @@ pub mod route;
 
 use crate::metrics::metrics;
 use crate::runtime::Shared;
-use crate::upstream::breaker::Admit;
+use crate::upstream::backend::Gate;
 use crate::upstream::health::clock;
 use async_trait::async_trait;
 use ctx::Ctx;
@@ -115,6 +115,33 @@ impl ProxyHttp for Gatehouse {
         }
     }
 
+    /// The backend's gate (issue 5): a healthy host must exist, then the circuit breaker must
+    /// admit the request. Rejections are answered here, so the client connection stays alive.
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let gate = match ctx.endpoint() {
+            Some(ep) => ep.backend.gate(Instant::now(), clock::now_ms()),
+            None => return Ok(true),
+        };
+        let (reason, retry_after) = match gate {
+            Gate::Go(pass) => {
+                ctx.breaker = pass;
+                return Ok(true);
+            }
+            Gate::NoHost => (Reason::NoHealthyHost, 1),
+            Gate::Open { retry_after } => {
+                (Reason::CircuitOpen, retry_after.as_secs_f64().ceil() as u64)
+            }
+        };
+        ctx.reason = Some(reason);
+        ctx.retry_after = Some(retry_after);
+        let extra = Extra {
+            retry_after: Some(retry_after),
+            ..Default::default()
+        };
+        respond::send(session, reason, &extra).await?;
+        Ok(false)
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let now = Instant::now();
         let remaining = ctx.deadline.saturating_duration_since(now);
@@ -132,22 +159,7 @@ impl ProxyHttp for Gatehouse {
             ));
         }
         let backend = ep.backend.clone();
-        // --- upstream resilience (issue 5): breaker once per request, then a healthy host ---
-        if ctx.tried.is_empty() {
-            if let Some(breaker) = &backend.breaker {
-                match breaker.admit(now) {
-                    Admit::Pass(pass) => ctx.breaker = Some(pass),
-                    Admit::Reject { retry_after } => {
-                        ctx.reason = Some(Reason::CircuitOpen);
-                        ctx.retry_after = Some(retry_after.as_secs_f64().ceil() as u64);
-                        return Err(Error::explain(
-                            ErrorType::HTTPStatus(503),
-                            "circuit breaker open",
-                        ));
-                    }
-                }
-            }
-        }
+        // --- upstream resilience (issue 5): a healthy host (the gate ran in proxy_upstream_filter) ---
         let mut ip_buf = [0u8; 16];
         let key = hash_key(session, &backend.cfg.hash_key, &mut ip_buf);
         let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {

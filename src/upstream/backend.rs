@@ -4,7 +4,7 @@
 //! last discovered hosts (when discovery is unchanged) are carried over from the previous one.
 
 use super::balance::{Host, HostSet};
-use super::breaker::Breaker;
+use super::breaker::{Admit, Breaker, Pass};
 use super::health::HostHealth;
 use crate::config::{BackendConfig, Balance, Discovery};
 use arc_swap::ArcSwap;
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Backend {
@@ -25,6 +25,17 @@ pub struct Backend {
     pub breaker: Option<Arc<Breaker>>,
     /// Background work: when discovery and health checks are next due.
     pub(crate) schedule: Mutex<Schedule>,
+}
+
+/// The backend's answer before a request goes upstream.
+#[derive(Debug)]
+pub enum Gate {
+    /// Go ahead (with the breaker's pass, to report the outcome with).
+    Go(Option<Pass>),
+    /// No healthy host.
+    NoHost,
+    /// The circuit breaker is open.
+    Open { retry_after: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +142,20 @@ impl Backend {
             .store(Arc::new(HostSet::new(hosts, self.cfg.balance)));
     }
 
+    /// Whether a request may go upstream now: a healthy host exists, then the breaker admits.
+    pub fn gate(&self, now: Instant, now_ms: u64) -> Gate {
+        if !self.has_untried(&[], now_ms) {
+            return Gate::NoHost;
+        }
+        match &self.breaker {
+            None => Gate::Go(None),
+            Some(b) => match b.admit(now) {
+                Admit::Pass(p) => Gate::Go(Some(p)),
+                Admit::Reject { retry_after } => Gate::Open { retry_after },
+            },
+        }
+    }
+
     /// Picks a healthy host not in `tried` (a retry goes to another host), or `None`.
     /// `key` is the consistent-hash key (ignored by the other strategies).
     pub fn select(&self, key: &[u8], tried: &[SocketAddr], now_ms: u64) -> Option<SocketAddr> {
@@ -192,7 +217,6 @@ impl Backend {
 mod tests {
     use super::*;
     use crate::config::HashKey;
-    use std::time::Duration;
 
     pub(crate) fn cfg(hosts: &[&str], balance: Balance) -> BackendConfig {
         BackendConfig {
