@@ -66,7 +66,10 @@ fn breaker_opens_fails_fast_probes_and_closes() {
         assert!(retry >= 1);
     }
     assert_eq!(up.count(), 3, "an open breaker does not reach the upstream");
-    assert!(g.metric(r#"gatehouse_rejections_total{reason="circuit_open"}"#) >= 3.0);
+    // Metrics are recorded in the logging phase, just after the response is written.
+    wait_for("the rejections to be counted", LONG, || {
+        (g.metric(r#"gatehouse_rejections_total{reason="circuit_open"}"#) >= 3.0).then_some(())
+    });
 
     // After `timeout` one probe goes through; it fails (500), so the breaker opens again.
     let probe = wait_for("the first probe", LONG, || {
@@ -91,6 +94,27 @@ fn breaker_opens_fails_fast_probes_and_closes() {
         "{}",
         g.log()
     );
+}
+
+#[test]
+fn connect_failures_count_for_the_breaker() {
+    let dead = {
+        let m = MockUpstream::start(Behaviour::Echo);
+        m.addr
+    };
+    let cfg = simple_config(
+        &[dead],
+        "    retries: 0\n    circuit_breaker: { interval: 60s, timeout: 1h, max_errors: 1 }",
+        "",
+    );
+    let g = Gatehouse::start(&cfg);
+    assert_eq!(get(g.addr, "/x", &[]).status, 502);
+    assert_eq!(get(g.addr, "/x", &[]).status, 502);
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("circuit_open"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 3000, "about an hour left: {retry}");
 }
 
 #[test]
@@ -206,12 +230,15 @@ fn all_hosts_unhealthy_is_503_no_healthy_host() {
         "",
     );
     let g = Gatehouse::start(&cfg);
+    let mut conn = Conn::open(g.addr).unwrap();
     let r = wait_for("the host to be marked unhealthy", LONG, || {
-        let r = get(g.addr, "/x", &[]);
+        let r = conn.get("/x").unwrap();
         r.text().contains("no_healthy_host").then_some(r)
     });
     assert_eq!(r.status, 503);
-    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let again = conn.get("/x").unwrap();
+    assert_eq!(again.status, 503, "the connection stays usable");
 }
 
 // ---------------------------------------------------------------------------------------
