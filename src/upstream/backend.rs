@@ -42,8 +42,6 @@ pub enum Gate {
 pub struct Schedule {
     pub next_discovery: Instant,
     pub discovery_running: bool,
-    /// Whether discovery has succeeded once (or is static).
-    pub discovered: bool,
     pub next_health: Instant,
     pub health_running: bool,
 }
@@ -69,7 +67,6 @@ impl Backend {
         let mut schedule = Schedule {
             next_discovery: now,
             discovery_running: false,
-            discovered: false,
             next_health: now,
             health_running: false,
         };
@@ -85,7 +82,6 @@ impl Backend {
         match (&b.cfg.discovery, previous) {
             (Discovery::Static(list), _) => {
                 b.set_hosts(list.iter().map(|a| (*a, 1)).collect());
-                schedule.discovered = true;
             }
             (d, Some(p)) if *d == p.cfg.discovery => {
                 // Same discovery: keep the last good hosts and the refresh rhythm.
@@ -94,7 +90,6 @@ impl Backend {
                 b.set_hosts(hosts);
                 let ps = p.lock_schedule();
                 schedule.next_discovery = ps.next_discovery;
-                schedule.discovered = ps.discovered;
             }
             _ => {}
         }
@@ -302,5 +297,28 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(next.select(b"", &[], 11).unwrap().port(), 3);
         }
+    }
+
+    #[test]
+    fn a_changed_dns_backend_keeps_its_discovered_hosts() {
+        let mut c = cfg(&[], Balance::RoundRobin);
+        c.discovery = Discovery::Dns {
+            name: "svc.test".into(),
+            port: 80,
+            refresh: Duration::from_secs(30),
+        };
+        let b = Backend::new("b", c.clone());
+        assert!(b.hosts().is_empty(), "nothing before the first lookup");
+        b.set_hosts(vec![("10.0.0.1:80".parse().unwrap(), 1)]);
+        c.retries = 3;
+        let same_discovery = Backend::new_after("b", c.clone(), Some(&b));
+        assert_eq!(same_discovery.hosts().len(), 1);
+        c.discovery = Discovery::Dns {
+            name: "other.test".into(),
+            port: 80,
+            refresh: Duration::from_secs(30),
+        };
+        let other = Backend::new_after("b", c, Some(&b));
+        assert!(other.hosts().is_empty(), "another name is looked up afresh");
     }
 }

@@ -3,7 +3,7 @@
 //! The caller keeps the last good set when a lookup fails or finds nothing.
 
 use crate::config::{Discovery, DnsConfig};
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
@@ -32,6 +32,7 @@ pub fn resolver(cfg: Option<&DnsConfig>) -> Result<Resolver, String> {
     let o = builder.options_mut();
     o.timeout = cfg.map(|c| c.timeout).unwrap_or(Duration::from_secs(1));
     o.attempts = 1;
+    o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     o.cache_size = 0;
     o.positive_max_ttl = Some(Duration::ZERO);
     o.negative_max_ttl = Some(Duration::ZERO);

@@ -50,7 +50,7 @@ impl BackgroundService for UpstreamService {
                         Some((_, r)) => {
                             tokio::spawn(refresh_hosts(b.clone(), r.clone()));
                         }
-                        None => finish_discovery(b, false),
+                        None => finish_discovery(b),
                     }
                 }
                 if let Some(hc) = &b.cfg.health_check {
@@ -72,10 +72,9 @@ fn take_discovery(b: &Backend, now: Instant) -> bool {
     true
 }
 
-fn finish_discovery(b: &Backend, ok: bool) {
+fn finish_discovery(b: &Backend) {
     let mut s = b.lock_schedule();
     s.discovery_running = false;
-    s.discovered |= ok;
     let every = discovery::refresh(&b.cfg.discovery).unwrap_or(Duration::from_secs(30));
     s.next_discovery = Instant::now() + every;
 }
@@ -100,7 +99,7 @@ async fn refresh_hosts(b: Arc<Backend>, r: discovery::Resolver) {
                 info!("backend {:?}: hosts now {}", b.name, show(&found));
                 b.set_hosts(found);
             }
-            finish_discovery(&b, true);
+            finish_discovery(&b);
         }
         Err(e) => {
             warn!(
@@ -108,7 +107,7 @@ async fn refresh_hosts(b: Arc<Backend>, r: discovery::Resolver) {
                 b.name,
                 b.hosts().len()
             );
-            finish_discovery(&b, false);
+            finish_discovery(&b);
         }
     }
 }
@@ -123,7 +122,8 @@ fn show(hosts: &[(SocketAddr, u32)]) -> String {
 
 /// The probe: `GET path` on the host; any 2xx within `timeout` passes.
 fn checker(b: &Backend, hc: &HealthCheckConfig) -> Option<HttpHealthCheck> {
-    let host = b.cfg.host_header.as_deref().unwrap_or("gatehouse-health");
+    // Host: the backend's `host_header`, else its name.
+    let host = b.cfg.host_header.as_deref().unwrap_or(b.name.as_str());
     let mut check = HttpHealthCheck::new(host, false);
     let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None).ok()?;
     req.insert_header("host", host).ok()?;
