@@ -102,6 +102,8 @@ pub struct ServerFile {
     #[serde(default)]
     pub access_log: Option<bool>,
     #[serde(default)]
+    pub header_read_timeout: Option<Dur>,
+    #[serde(default)]
     pub pid_file: Option<String>,
     #[serde(default)]
     pub upgrade_sock: Option<String>,

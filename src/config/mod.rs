@@ -81,6 +81,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
+    pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
 }

@@ -5,6 +5,7 @@ use super::file::*;
 use super::*;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ: Duration = Duration::from_secs(5);
@@ -82,6 +83,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .and_then(|a| e.addr("server.admin.listen", &a.listen)),
         access_log: s.access_log.unwrap_or(true),
+        header_read_timeout: e.positive(
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
         pid_file: s
             .pid_file
             .clone()

@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` implementation. It stays thin: each hook delegates to the modules
 //! that decide (routing, respond, upstream).
 
+pub mod conn;
 pub mod ctx;
 pub mod respond;
 pub mod route;
@@ -321,6 +322,8 @@ impl ProxyHttp for Gatehouse {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // The next request on this connection gets a fresh header deadline.
+        conn::rearm(session.as_downstream().stream());
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
