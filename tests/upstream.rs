@@ -97,6 +97,50 @@ fn breaker_opens_fails_fast_probes_and_closes() {
 }
 
 #[test]
+fn a_probe_whose_client_went_away_does_not_wedge_the_breaker() {
+    let up = MockUpstream::start(Behaviour::Status(500));
+    let cfg = simple_config(
+        &[up.addr],
+        "    timeouts: { read: 30s }\n    circuit_breaker: { interval: 60s, timeout: 300ms, max_errors: 0 }",
+        "    timeout: 30s",
+    );
+    let g = Gatehouse::start(&cfg);
+    assert_eq!(get(g.addr, "/x", &[]).status, 500);
+    assert_eq!(get(g.addr, "/x", &[]).status, 503);
+
+    // The probe hangs on a slow upstream, and its client goes away.
+    up.set(Behaviour::Slow(Duration::from_secs(20)));
+    let probe = wait_for("the probe to be admitted", LONG, || {
+        let mut c = Conn::open(g.addr).unwrap();
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        c.send_raw(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        // While open the answer (503) comes at once; the probe hangs on the upstream.
+        match c.read_response() {
+            Ok(r) => {
+                assert_eq!(r.status, 503);
+                None
+            }
+            Err(_) => Some(c),
+        }
+    });
+    wait_for("the probe to reach the upstream", LONG, || {
+        (up.count() == 2).then_some(())
+    });
+    assert_eq!(get(g.addr, "/x", &[]).status, 503, "one probe at a time");
+    up.set(Behaviour::Echo);
+    probe.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(probe);
+
+    // The slot is freed: the next request probes (and closes the breaker) long before the
+    // abandoned probe's 20 s upstream answer.
+    wait_for("a new probe", LONG, || {
+        (get(g.addr, "/x", &[]).status == 200).then_some(())
+    });
+}
+
+#[test]
 fn connect_failures_count_for_the_breaker() {
     let dead = {
         let m = MockUpstream::start(Behaviour::Echo);
