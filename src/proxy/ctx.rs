@@ -21,6 +21,10 @@ pub struct Ctx {
     pub upstream_start: Option<Instant>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Retry-After (seconds) of that answer.
+    pub retry_after: Option<u64>,
+    /// Circuit-breaker admission, until the request's outcome is reported.
+    pub breaker: Option<crate::upstream::breaker::Pass>,
 }
 
 impl Ctx {
@@ -35,6 +39,8 @@ impl Ctx {
             tried: Vec::new(),
             upstream_start: None,
             reason: None,
+            retry_after: None,
+            breaker: None,
         }
     }
 
