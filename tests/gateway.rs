@@ -118,13 +118,14 @@ fn not_found_and_wrong_method_are_problems_on_a_kept_alive_connection() {
     assert_eq!(r.status, 200);
     assert_eq!(up.count(), 1, "rejected requests never reach the upstream");
     assert_eq!(up.last().unwrap().body, b"payload");
-    assert_eq!(
-        g.metric("gatehouse_rejections_total{reason=\"not_found\"}"),
-        1.0
-    );
-    assert_eq!(
-        g.metric("gatehouse_requests_total{route=\"/items\",status=\"200\"}"),
-        1.0
+    wait_for(
+        "both requests to be counted",
+        Duration::from_secs(5),
+        || {
+            let nf = g.metric("gatehouse_rejections_total{reason=\"not_found\"}");
+            let ok = g.metric("gatehouse_requests_total{route=\"/items\",status=\"200\"}");
+            (nf == 1.0 && ok == 1.0).then_some(())
+        },
     );
 }
 
@@ -221,11 +222,18 @@ fn slow_upstream_past_the_endpoint_timeout_is_504() {
 #[test]
 fn reload_swaps_routes_under_load_without_failing_a_request() {
     let up = MockUpstream::start(Behaviour::Echo);
-    let before = routes_config(up.addr, r#"  - { path: "/old/{*rest}", backend: app }"#);
-    let after = routes_config(
-        up.addr,
-        r#"  - { path: "/old/{*rest}", backend: app }
-  - { path: "/new/{*rest}", backend: app, rewrite: "/v2/{rest}" }"#,
+    let v2 = MockUpstream::start(Behaviour::Echo);
+    let base = routes_config(up.addr, r#"  - { path: "/old/{*rest}", backend: app }"#).replace(
+        "endpoints:",
+        &format!(
+            "  v2:\n    discovery: {{ static: [\"{}\"] }}\nendpoints:",
+            v2.addr
+        ),
+    );
+    let before = base.clone();
+    let after = base.replace(
+        "backend: app }",
+        "backend: app }\n  - { path: \"/new/{*rest}\", backend: v2, rewrite: \"/v2/{rest}\" }",
     );
     let g = Gatehouse::start(&before);
     assert_eq!(get(g.addr, "/new/x", &[]).status, 404);
@@ -264,7 +272,7 @@ fn reload_swaps_routes_under_load_without_failing_a_request() {
     assert!(g.reload(&after));
     let r = get(g.addr, "/new/thing?q=1", &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(up.last().unwrap().target, "/v2/thing?q=1");
+    assert_eq!(v2.last().unwrap().target, "/v2/thing?q=1");
     let n = sent.load(Ordering::Relaxed);
     stop.store(true, Ordering::Release);
     let failures: Vec<String> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
@@ -304,7 +312,11 @@ fn admin_serves_health_ready_and_metrics() {
     assert_eq!(get(g.admin, "/health", &[]).status, 200);
     assert_eq!(get(g.admin, "/ready", &[]).status, 200);
     get(g.addr, "/x", &[]);
-    let m = g.metrics();
+    // Metrics are recorded in the logging phase, just after the response is sent.
+    let m = wait_for("the request to be counted", Duration::from_secs(5), || {
+        let m = g.metrics();
+        m.contains("gatehouse_requests_total{").then_some(m)
+    });
     assert!(
         m.contains("gatehouse_requests_total{route=\"/{*rest}\",status=\"200\"} 1"),
         "{m}"

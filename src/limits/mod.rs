@@ -422,8 +422,6 @@ pub struct RequestLimits {
     backend_checked: bool,
     /// The backend's in-flight slot, released when the request ends (with the `Ctx`).
     pub guard: Option<InflightGuard>,
-    /// Set by a rejection, for the response's `Retry-After`.
-    pub retry_after: Option<u64>,
 }
 
 impl RequestLimits {

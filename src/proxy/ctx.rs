@@ -23,6 +23,10 @@ pub struct Ctx {
     pub reason: Option<Reason>,
     /// Rate-limit state: RateLimit header numbers, Retry-After, the backend in-flight slot.
     pub limits: crate::limits::RequestLimits,
+    /// Retry-After (seconds) of that answer.
+    pub retry_after: Option<u64>,
+    /// Circuit-breaker admission, until the request's outcome is reported.
+    pub breaker: Option<crate::upstream::breaker::Pass>,
 }
 
 impl Ctx {
@@ -38,6 +42,8 @@ impl Ctx {
             upstream_start: None,
             reason: None,
             limits: Default::default(),
+            retry_after: None,
+            breaker: None,
         }
     }
 
