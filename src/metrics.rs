@@ -3,7 +3,8 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +19,9 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// backend = name; 0 closed, 1 half-open, 2 open.
     pub breaker_state: IntGaugeVec,
+    /// kind = timeout | connection | script (src/limits/redis.rs).
+    pub redis_errors: IntCounterVec,
+    pub redis_latency: Histogram,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -58,6 +62,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["backend"],
     )?;
+    let redis_errors = IntCounterVec::new(
+        Opts::new(
+            "gatehouse_redis_errors_total",
+            "Rate-limit decisions the Redis store failed, by kind (timeout, connection, script)",
+        ),
+        &["kind"],
+    )?;
+    let redis_latency = Histogram::with_opts(
+        HistogramOpts::new(
+            "gatehouse_redis_latency_seconds",
+            "Round trip of one rate-limit decision to the Redis store",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ]),
+    )?;
+    registry.register(Box::new(redis_errors.clone()))?;
+    registry.register(Box::new(redis_latency.clone()))?;
     registry.register(Box::new(breaker_state.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(rejections.clone()))?;
@@ -72,6 +94,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         reloads,
         config_generation,
         breaker_state,
+        redis_errors,
+        redis_latency,
     })
 }
 

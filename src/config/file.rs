@@ -88,6 +88,9 @@ pub struct FileConfig {
     /// Resolver used by `dns`/`dns_srv` discovery; default the system's.
     #[serde(default)]
     pub dns: Option<DnsFile>,
+    /// The Redis shared by `store: redis` limits (see `config/limits.rs`; issue 6).
+    #[serde(default)]
+    pub redis: Option<super::limits::RedisFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -67,6 +67,17 @@ pub struct BackendRateLimitFile {
     pub every: Option<Dur>,
     #[serde(default)]
     pub store: Option<String>,
+    #[serde(default)]
+    pub on_store_failure: Option<String>,
+}
+
+/// The top-level `redis:` block, used by limits with `store: redis`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub url: String,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 // ---------------------------------------------------------------- typed values
@@ -90,17 +101,36 @@ pub enum Strategy {
     Param(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Store {
+    #[default]
     Local,
+    /// Shared by every instance through the `redis` block.
+    Redis,
+}
+
+/// Default budget of one Redis decision.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// Largest burst window a Redis bucket keeps exactly: its Lua numbers are doubles, exact
+/// to the nanosecond up to 2^53 ns (about 104 days).
+pub const MAX_REDIS_BURST: u64 = 1 << 53;
+
+/// A validated `redis` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Budget of one decision (round trip included); past it, `on_store_failure` decides.
+    pub timeout: Duration,
 }
 
 /// What to do when a shared store (Redis) does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnStoreFailure {
     Allow,
     Deny,
     /// Decide with this instance's own buckets (the default).
+    #[default]
     Local,
 }
 
@@ -132,7 +162,7 @@ pub struct RateLimitConfig {
     pub client: Option<Rate>,
     pub strategy: Strategy,
     pub store: Store,
-    /// Only meaningful with a shared store; validated now, used when Redis lands.
+    /// What happens when the shared store (Redis) fails or is late; unused with `local`.
     pub on_store_failure: OnStoreFailure,
     pub headers: bool,
     pub tiers: Option<Tiers>,
@@ -142,6 +172,9 @@ pub struct RateLimitConfig {
 pub struct BackendLimitConfig {
     pub rate: Option<Rate>,
     pub max_concurrent: Option<usize>,
+    /// Where the backend's bucket lives, and what a Redis failure means for it.
+    pub store: Store,
+    pub on_store_failure: OnStoreFailure,
 }
 
 /// Every limit of a config. `endpoints` is indexed like `Config::endpoints`.
@@ -151,6 +184,8 @@ pub struct LimitsConfig {
     pub endpoints: Vec<Option<RateLimitConfig>>,
     /// Only backends that have a limit.
     pub backends: BTreeMap<String, BackendLimitConfig>,
+    /// The `redis` block (required when a limit uses `store: redis`).
+    pub redis: Option<RedisConfig>,
 }
 
 // ---------------------------------------------------------------- validation
@@ -158,6 +193,20 @@ pub struct LimitsConfig {
 /// Validates every limit of `f`, pushing errors into `errors`.
 pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
     let mut e = Errs(errors);
+    // YAML paths of the limits that use store: redis (they need the `redis` block)
+    let mut redis_users: Vec<String> = Vec::new();
+    if let Some(r) = &f.rate_limit {
+        if r.store.as_deref() == Some("redis") {
+            redis_users.push("rate_limit".into());
+        }
+    }
+    for (i, ep) in f.endpoints.iter().enumerate() {
+        if let Some(r) = &ep.rate_limit {
+            if r.store.as_deref() == Some("redis") {
+                redis_users.push(format!("endpoints[{i}].rate_limit"));
+            }
+        }
+    }
     let service = f
         .rate_limit
         .as_ref()
@@ -180,13 +229,21 @@ pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
     let mut backends = BTreeMap::new();
     for (name, b) in &f.backends {
         let p = format!("backends.{name}");
+        let mut kind = Store::Local;
+        let mut on_failure = OnStoreFailure::Local;
         let rate = b.rate_limit.as_ref().and_then(|r| {
             let p = format!("{p}.rate_limit");
-            store(&mut e, &p, r.store.as_deref());
+            kind = store(&mut e, &p, r.store.as_deref());
+            on_failure = on_store_failure(&mut e, &p, r.on_store_failure.as_deref());
             let every = every(&mut e, &p, r.every);
-            rate(
+            let rate = rate(
                 &mut e, &p, "max_rate", "capacity", r.max_rate, r.capacity, every,
-            )
+            );
+            if kind == Store::Redis {
+                redis_users.push(p.clone());
+                redis_burst(&mut e, &p, "capacity", rate.as_ref());
+            }
+            rate
         });
         let max_concurrent = match b.max_concurrent {
             Some(0) => {
@@ -201,7 +258,18 @@ pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
                 BackendLimitConfig {
                     rate,
                     max_concurrent,
+                    store: kind,
+                    on_store_failure: on_failure,
                 },
+            );
+        }
+    }
+    let redis = f.redis.as_ref().and_then(|r| redis_block(&mut e, r));
+    if f.redis.is_none() {
+        for p in &redis_users {
+            e.push(
+                format!("{p}.store"),
+                "redis needs a top-level `redis` block (url, timeout)",
             );
         }
     }
@@ -209,6 +277,62 @@ pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
         service,
         endpoints,
         backends,
+        redis,
+    }
+}
+
+/// The `redis` block: a URL the client understands (checked offline: nothing connects
+/// before a request needs it) and a positive timeout.
+fn redis_block(e: &mut Errs, r: &RedisFile) -> Option<RedisConfig> {
+    let mut ok = true;
+    if let Err(err) = redis::Client::open(r.url.as_str()) {
+        e.push(
+            "redis.url",
+            format!("{:?} is not a Redis URL: {err}", r.url),
+        );
+        ok = false;
+    }
+    let timeout = match r.timeout {
+        Some(Dur(d)) if d.is_zero() => {
+            e.push("redis.timeout", "must be > 0");
+            ok = false;
+            DEFAULT_REDIS_TIMEOUT
+        }
+        Some(Dur(d)) => d,
+        None => DEFAULT_REDIS_TIMEOUT,
+    };
+    ok.then(|| RedisConfig {
+        url: r.url.clone(),
+        timeout,
+    })
+}
+
+/// A Redis bucket's burst window must stay exact in the script's doubles.
+fn redis_burst(e: &mut Errs, p: &str, cap_key: &str, rate: Option<&Rate>) {
+    if let Some(r) = rate {
+        let every_ns = u64::try_from(r.every.as_nanos()).unwrap_or(u64::MAX);
+        let burst = (every_ns / r.max_rate.max(1)).saturating_mul(r.capacity);
+        if burst > MAX_REDIS_BURST {
+            e.push(
+                format!("{p}.{cap_key}"),
+                "with store: redis, a full bucket must refill within 104 days",
+            );
+        }
+    }
+}
+
+fn on_store_failure(e: &mut Errs, p: &str, s: Option<&str>) -> OnStoreFailure {
+    match s {
+        None | Some("local") => OnStoreFailure::Local,
+        Some("allow") => OnStoreFailure::Allow,
+        Some("deny") => OnStoreFailure::Deny,
+        Some(other) => {
+            e.push(
+                format!("{p}.on_store_failure"),
+                format!("unknown value {other:?} (expected allow, deny or local)"),
+            );
+            OnStoreFailure::Local
+        }
     }
 }
 
@@ -234,13 +358,7 @@ fn every(e: &mut Errs, p: &str, d: Option<Dur>) -> Duration {
 fn store(e: &mut Errs, p: &str, s: Option<&str>) -> Store {
     match s {
         None | Some("local") => Store::Local,
-        Some("redis") => {
-            e.push(
-                format!("{p}.store"),
-                "redis is not available yet (only local is supported)",
-            );
-            Store::Local
-        }
+        Some("redis") => Store::Redis,
         Some(other) => {
             e.push(
                 format!("{p}.store"),
@@ -414,18 +532,21 @@ fn rate_limit(
         );
     }
     let store = store(e, p, r.store.as_deref());
-    let on_store_failure = match r.on_store_failure.as_deref() {
-        None | Some("local") => OnStoreFailure::Local,
-        Some("allow") => OnStoreFailure::Allow,
-        Some("deny") => OnStoreFailure::Deny,
-        Some(other) => {
-            e.push(
-                format!("{p}.on_store_failure"),
-                format!("unknown value {other:?} (expected allow, deny or local)"),
-            );
-            OnStoreFailure::Local
+    let on_store_failure = on_store_failure(e, p, r.on_store_failure.as_deref());
+    if store == Store::Redis {
+        redis_burst(e, p, "capacity", shared.as_ref());
+        redis_burst(e, p, "client_capacity", client.as_ref());
+        if let Some(t) = &tiers {
+            for (i, l) in t.levels.iter().enumerate() {
+                redis_burst(
+                    e,
+                    &format!("{p}.tiers.levels[{i}]"),
+                    "client_capacity",
+                    Some(&l.client),
+                );
+            }
         }
-    };
+    }
     if e.0.len() > before {
         return None;
     }
@@ -530,9 +651,9 @@ endpoints:
         let e = errors("rate_limit: { client_max_rate: 1, strategy: header }");
         assert_eq!(e, ["rate_limit.key: is required with strategy header"]);
         let e = errors("rate_limit: { max_rate: 1, store: redis }");
-        assert!(
-            e[0].starts_with("rate_limit.store: redis is not available"),
-            "{e:?}"
+        assert_eq!(
+            e,
+            ["rate_limit.store: redis needs a top-level `redis` block (url, timeout)"]
         );
         let e = errors("rate_limit: { max_rate: 1, on_store_failure: maybe }");
         assert!(

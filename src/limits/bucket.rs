@@ -84,7 +84,13 @@ impl Gcra {
     /// The outcome of an admitted request that left the bucket at `tat`.
     #[inline]
     pub fn admitted(&self, tat: u64, now: u64) -> Outcome {
-        let debt = tat.saturating_sub(now);
+        self.admitted_debt(tat.saturating_sub(now))
+    }
+
+    /// The outcome of an admitted request that left the bucket with `debt` (`tat - now`, ns):
+    /// what a shared store (Redis) reports.
+    #[inline]
+    pub fn admitted_debt(&self, debt: u64) -> Outcome {
         // no whole token left <=> burst - debt < interval (no division needed)
         let floor = self.burst - self.interval.min(self.burst);
         let wait = if debt > floor {

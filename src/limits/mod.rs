@@ -11,15 +11,18 @@
 pub mod bucket;
 pub mod local;
 pub mod policy;
+pub mod redis;
 
 use crate::config::limits::{
-    BackendLimitConfig, Rate, RateLimitConfig, Store as StoreKind, Strategy, TierMatch,
+    BackendLimitConfig, OnStoreFailure, Rate, RateLimitConfig, Store as StoreKind, Strategy,
+    TierMatch,
 };
 use crate::config::Config;
 use crate::proxy::respond::Reason;
 use bucket::{ceil_secs, Bucket, Gcra, Outcome};
 use local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use pingora::http::RequestHeader;
+use redis::RedisClient;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -57,10 +60,10 @@ impl BucketStore for Store {
 }
 
 impl Store {
-    fn new(kind: StoreKind) -> Store {
-        match kind {
-            StoreKind::Local => Store::Local(LocalStore::new(DEFAULT_MAX_CLIENTS)),
-        }
+    /// The in-process store. A `store: redis` block keeps one too, for
+    /// `on_store_failure: local` (see `RouteLimiter::redis`).
+    fn new(_kind: StoreKind) -> Store {
+        Store::Local(LocalStore::new(DEFAULT_MAX_CLIENTS))
     }
 }
 
@@ -85,14 +88,25 @@ impl Rejection {
 struct ClientSet {
     gcra: Gcra,
     store: Store,
+    /// Prefix of its clients' Redis keys: `gatehouse:<limiter>:<set>:`.
+    redis_prefix: String,
 }
 
 impl ClientSet {
-    fn new(rate: &Rate, kind: StoreKind) -> ClientSet {
+    fn new(rate: &Rate, kind: StoreKind, redis_prefix: String) -> ClientSet {
         ClientSet {
             gcra: gcra(rate),
             store: Store::new(kind),
+            redis_prefix,
         }
+    }
+}
+
+/// The rejection of a limit whose Redis store failed with `on_store_failure: deny`.
+fn store_unavailable() -> Rejection {
+    Rejection {
+        reason: Reason::RateLimitStoreUnavailable,
+        retry_after: 1,
     }
 }
 
@@ -118,16 +132,33 @@ pub struct RouteLimiter {
     tiers: Vec<(TierMatch, ClientSet)>,
     key_header: Option<http::HeaderName>,
     param: Option<String>,
+    /// `store: redis`: the shared store; the local buckets above are then the fallback of
+    /// `on_store_failure: local`.
+    redis: Option<Arc<RedisClient>>,
+    /// Redis key of the shared bucket.
+    shared_key: String,
 }
 
 impl RouteLimiter {
-    fn new(ident: String, cfg: &RateLimitConfig, scope: Scope) -> RouteLimiter {
+    fn new(
+        ident: String,
+        cfg: &RateLimitConfig,
+        scope: Scope,
+        redis: Option<Arc<RedisClient>>,
+    ) -> RouteLimiter {
+        let prefix = format!("gatehouse:{ident}:");
         let (tier_header, tiers) = match &cfg.tiers {
             Some(t) => (
                 http::HeaderName::from_bytes(t.key.as_bytes()).ok(),
                 t.levels
                     .iter()
-                    .map(|l| (l.value.clone(), ClientSet::new(&l.client, cfg.store)))
+                    .map(|l| {
+                        let set = match &l.value {
+                            TierMatch::Any => format!("{prefix}tier=*:"),
+                            TierMatch::Exact(v) => format!("{prefix}tier={v}:"),
+                        };
+                        (l.value.clone(), ClientSet::new(&l.client, cfg.store, set))
+                    })
                     .collect(),
             ),
             None => (None, Vec::new()),
@@ -142,11 +173,27 @@ impl RouteLimiter {
             cfg: cfg.clone(),
             scope,
             shared: cfg.shared.as_ref().map(|r| (gcra(r), Bucket::new())),
-            client: cfg.client.as_ref().map(|r| ClientSet::new(r, cfg.store)),
+            client: cfg
+                .client
+                .as_ref()
+                .map(|r| ClientSet::new(r, cfg.store, format!("{prefix}client:"))),
             tier_header,
             tiers,
             key_header,
             param,
+            redis: redis.filter(|_| cfg.store == StoreKind::Redis),
+            shared_key: format!("{prefix}shared"),
+        }
+    }
+
+    /// The key of a header or parameter value: per process for the local store, the same on
+    /// every instance for Redis.
+    #[inline]
+    fn value_key(&self, v: &[u8]) -> Key {
+        if self.redis.is_some() {
+            policy::stable_value_key(v)
+        } else {
+            policy::value_key(v)
         }
     }
 
@@ -165,7 +212,7 @@ impl RouteLimiter {
     fn client_key(&self, req: &RequestHeader, ip: Option<IpAddr>, param: Option<Key>) -> Key {
         if let Some(h) = &self.key_header {
             return match req.headers.get(h) {
-                Some(v) if !v.is_empty() => policy::value_key(v.as_bytes()),
+                Some(v) if !v.is_empty() => self.value_key(v.as_bytes()),
                 _ => policy::ip_key(ip),
             };
         }
@@ -177,6 +224,13 @@ impl RouteLimiter {
         policy::ip_key(ip)
     }
 
+    fn names(&self) -> (&'static str, &'static str, Reason) {
+        match self.scope {
+            Scope::Service => ("service-client", "service", Reason::ServiceRateLimit),
+            Scope::Endpoint => ("endpoint-client", "endpoint", Reason::EndpointRateLimit),
+        }
+    }
+
     async fn check(
         &self,
         req: &RequestHeader,
@@ -185,13 +239,27 @@ impl RouteLimiter {
         now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Rejection> {
-        let (client_name, shared_name, shared_reason) = match self.scope {
-            Scope::Service => ("service-client", "service", Reason::ServiceRateLimit),
-            Scope::Endpoint => ("endpoint-client", "endpoint", Reason::EndpointRateLimit),
-        };
+        match &self.redis {
+            None => self.check_local(req, ip, param, now, state),
+            Some(r) => self.check_redis(r, req, ip, param, now, state).await,
+        }
+    }
+
+    /// The local store: synchronous, no allocation.
+    #[inline]
+    fn check_local(
+        &self,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Rejection> {
+        let (client_name, shared_name, shared_reason) = self.names();
         if let Some(set) = self.client_set(req) {
             let key = self.client_key(req, ip, param);
-            let o = set.store.take(key, &set.gcra, now).await;
+            let Store::Local(store) = &set.store;
+            let o = store.check(key, &set.gcra, now);
             if self.cfg.headers {
                 state.report(client_name, &set.gcra, &o);
             }
@@ -210,7 +278,72 @@ impl RouteLimiter {
         }
         Ok(())
     }
+
+    /// The Redis store: the client bucket, then the shared one, in one script call. When
+    /// Redis fails or is late, `on_store_failure` decides.
+    async fn check_redis(
+        &self,
+        redis: &Arc<RedisClient>,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Rejection> {
+        let set = self.client_set(req);
+        let client_key = set.map(|s| {
+            let k = self.client_key(req, ip, param);
+            redis::client_bucket_key(&s.redis_prefix, k)
+        });
+        let mut buckets: [(&str, &Gcra); 2] = [("", &ZERO), ("", &ZERO)];
+        let mut n = 0;
+        if let (Some(s), Some(k)) = (set, client_key.as_deref()) {
+            buckets[n] = (k, &s.gcra);
+            n += 1;
+        }
+        if let Some((g, _)) = &self.shared {
+            buckets[n] = (self.shared_key.as_str(), g);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let outcomes = match redis.take(&buckets[..n]).await {
+            Ok(o) => o,
+            Err(_) => {
+                return match self.cfg.on_store_failure {
+                    OnStoreFailure::Allow => Ok(()),
+                    OnStoreFailure::Deny => Err(store_unavailable()),
+                    OnStoreFailure::Local => self.check_local(req, ip, param, now, state),
+                }
+            }
+        };
+        let (client_name, shared_name, shared_reason) = self.names();
+        for (i, o) in outcomes.iter().enumerate() {
+            let g = buckets[i].1;
+            let is_client = i == 0 && set.is_some();
+            if self.cfg.headers {
+                state.report(if is_client { client_name } else { shared_name }, g, o);
+            }
+            if !o.allowed {
+                let reason = if is_client {
+                    Reason::ClientRateLimit
+                } else {
+                    shared_reason
+                };
+                return Err(Rejection::new(reason, o.wait));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A placeholder in the fixed-size bucket list of a Redis call.
+static ZERO: Gcra = Gcra {
+    interval: 1,
+    burst: 1,
+    capacity: 1,
+};
 
 /// A backend's bucket and in-flight bound.
 pub struct BackendLimiter {
@@ -218,6 +351,9 @@ pub struct BackendLimiter {
     pub cfg: BackendLimitConfig,
     rate: Option<(Gcra, Bucket)>,
     inflight: AtomicUsize,
+    /// `store: redis` for the bucket (the local one is then the `local` fallback).
+    redis: Option<Arc<RedisClient>>,
+    redis_key: String,
 }
 
 /// Holds one in-flight slot of a backend; released when dropped (the request's end).
@@ -230,12 +366,18 @@ impl Drop for InflightGuard {
 }
 
 impl BackendLimiter {
-    fn new(name: &str, cfg: &BackendLimitConfig) -> BackendLimiter {
+    fn new(
+        name: &str,
+        cfg: &BackendLimitConfig,
+        redis: Option<Arc<RedisClient>>,
+    ) -> BackendLimiter {
         BackendLimiter {
             name: name.to_string(),
             cfg: cfg.clone(),
             rate: cfg.rate.as_ref().map(|r| (gcra(r), Bucket::new())),
             inflight: AtomicUsize::new(0),
+            redis: redis.filter(|_| cfg.store == StoreKind::Redis),
+            redis_key: format!("gatehouse:backend {name}:shared"),
         }
     }
 
@@ -246,7 +388,7 @@ impl BackendLimiter {
 
     /// `max_concurrent`, then the backend bucket (SPEC §3 step 6). On success the in-flight
     /// slot (if bounded) is returned, to keep until the request ends.
-    pub fn check(self: &Arc<Self>, now: u64) -> Result<Option<InflightGuard>, Rejection> {
+    pub async fn check(self: &Arc<Self>, now: u64) -> Result<Option<InflightGuard>, Rejection> {
         let guard = match self.cfg.max_concurrent {
             Some(max) => {
                 let before = self.inflight.fetch_add(1, Ordering::AcqRel);
@@ -259,7 +401,17 @@ impl BackendLimiter {
             None => None,
         };
         if let Some((g, b)) = &self.rate {
-            let o = b.check(g, now);
+            let o = match &self.redis {
+                None => b.check(g, now),
+                Some(r) => match r.take(&[(self.redis_key.as_str(), g)]).await {
+                    Ok(o) => o.first().copied().unwrap_or(Gcra::rejected(0)),
+                    Err(_) => match self.cfg.on_store_failure {
+                        OnStoreFailure::Allow => return Ok(guard),
+                        OnStoreFailure::Deny => return Err(store_unavailable()),
+                        OnStoreFailure::Local => b.check(g, now),
+                    },
+                },
+            };
             if !o.allowed {
                 return Err(Rejection::new(Reason::BackendRateLimit, o.wait));
             }
@@ -277,6 +429,17 @@ pub struct Limits {
     pub backends: BTreeMap<String, Arc<BackendLimiter>>,
     /// The backend limiter of each endpoint's backend, indexed like `endpoints`.
     pub endpoint_backend: Vec<Option<Arc<BackendLimiter>>>,
+    /// The Redis of `store: redis` limits, kept across reloads while its block is unchanged.
+    pub redis: Option<Arc<RedisClient>>,
+}
+
+/// Whether a limiter built with `had` may be kept when the store client is now `want`.
+fn same_redis(had: &Option<Arc<RedisClient>>, want: Option<&Arc<RedisClient>>) -> bool {
+    match (had, want) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
 }
 
 /// Stable identity of an endpoint across reloads: its methods and path.
@@ -303,13 +466,36 @@ impl Limits {
     /// `previous` whose identity and config are unchanged.
     pub fn compile(config: &Config, previous: Option<&Limits>) -> Limits {
         let l = &config.limits;
+        let redis = l.redis.as_ref().and_then(|cfg| {
+            previous
+                .and_then(|p| p.redis.as_ref())
+                .filter(|r| r.cfg == *cfg)
+                .cloned()
+                .or_else(|| match RedisClient::new(cfg) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        // validation parsed the same URL: not expected
+                        log::error!("redis.url: {e}; store: redis limits stay local");
+                        None
+                    }
+                })
+        });
+        let redis_for = |kind: StoreKind| match kind {
+            StoreKind::Redis => redis.as_ref(),
+            StoreKind::Local => None,
+        };
         let service = l.service.as_ref().map(|cfg| {
             previous
                 .and_then(|p| p.service.as_ref())
-                .filter(|p| p.cfg == *cfg)
+                .filter(|p| p.cfg == *cfg && same_redis(&p.redis, redis_for(cfg.store)))
                 .cloned()
                 .unwrap_or_else(|| {
-                    Arc::new(RouteLimiter::new("service".into(), cfg, Scope::Service))
+                    Arc::new(RouteLimiter::new(
+                        "service".into(),
+                        cfg,
+                        Scope::Service,
+                        redis.clone(),
+                    ))
                 })
         });
         let prev_eps: HashMap<&str, &Arc<RouteLimiter>> = previous
@@ -329,8 +515,15 @@ impl Limits {
                 let cfg = cfg.as_ref()?;
                 let ident = endpoint_ident(ep);
                 Some(match prev_eps.get(ident.as_str()) {
-                    Some(p) if p.cfg == *cfg => Arc::clone(p),
-                    _ => Arc::new(RouteLimiter::new(ident, cfg, Scope::Endpoint)),
+                    Some(p) if p.cfg == *cfg && same_redis(&p.redis, redis_for(cfg.store)) => {
+                        Arc::clone(p)
+                    }
+                    _ => Arc::new(RouteLimiter::new(
+                        ident,
+                        cfg,
+                        Scope::Endpoint,
+                        redis.clone(),
+                    )),
                 })
             })
             .collect();
@@ -340,9 +533,9 @@ impl Limits {
             .map(|(name, cfg)| {
                 let b = previous
                     .and_then(|p| p.backends.get(name))
-                    .filter(|p| p.cfg == *cfg)
+                    .filter(|p| p.cfg == *cfg && same_redis(&p.redis, redis_for(cfg.store)))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(BackendLimiter::new(name, cfg)));
+                    .unwrap_or_else(|| Arc::new(BackendLimiter::new(name, cfg, redis.clone())));
                 (name.clone(), b)
             })
             .collect();
@@ -356,6 +549,7 @@ impl Limits {
             endpoints,
             backends,
             endpoint_backend,
+            redis,
         }
     }
 
@@ -363,8 +557,9 @@ impl Limits {
     /// route's parameters (computed at routing time, where the parameters are at hand).
     #[inline]
     pub fn param_key(&self, endpoint: usize, params: &matchit::Params<'_, '_>) -> Option<Key> {
-        let name = self.endpoints.get(endpoint)?.as_ref()?.param.as_deref()?;
-        params.get(name).map(|v| policy::value_key(v.as_bytes()))
+        let limiter = self.endpoints.get(endpoint)?.as_ref()?;
+        let name = limiter.param.as_deref()?;
+        params.get(name).map(|v| limiter.value_key(v.as_bytes()))
     }
 
     /// Step 5 of the request path: the service-wide block, then the endpoint's.
@@ -387,7 +582,7 @@ impl Limits {
     }
 
     /// Step 6 (max_concurrent, backend bucket), once per request even when it is retried.
-    pub fn check_backend(
+    pub async fn check_backend(
         &self,
         endpoint: usize,
         now: u64,
@@ -398,7 +593,7 @@ impl Limits {
         }
         state.backend_checked = true;
         if let Some(Some(b)) = self.endpoint_backend.get(endpoint) {
-            state.guard = b.check(now)?;
+            state.guard = b.check(now).await?;
         }
         Ok(())
     }
@@ -644,23 +839,25 @@ endpoints:
         let l = Limits::compile(&cfg, None);
         let b = &l.backends["a"];
         let mut st = RequestLimits::default();
-        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        assert!(block_on(l.check_backend(0, 0, &mut st)).is_ok());
         assert_eq!(b.in_flight(), 1);
         // a retry of the same request is not counted again
-        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        assert!(block_on(l.check_backend(0, 0, &mut st)).is_ok());
         let mut other = RequestLimits::default();
         assert_eq!(
-            l.check_backend(1, 0, &mut other).unwrap_err().reason,
+            block_on(l.check_backend(1, 0, &mut other))
+                .unwrap_err()
+                .reason,
             Reason::BackendMaxConcurrent
         );
         assert_eq!(b.in_flight(), 1, "the rejected request holds no slot");
         drop(st);
         assert_eq!(b.in_flight(), 0);
         let mut st = RequestLimits::default();
-        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        assert!(block_on(l.check_backend(0, 0, &mut st)).is_ok());
         drop(st);
         let mut st = RequestLimits::default();
-        let rej = l.check_backend(0, 0, &mut st).unwrap_err();
+        let rej = block_on(l.check_backend(0, 0, &mut st)).unwrap_err();
         assert_eq!(rej.reason, Reason::BackendRateLimit);
         assert_eq!(rej.retry_after, 1800);
         assert_eq!(b.in_flight(), 0);

@@ -37,6 +37,20 @@ pub fn value_key(value: &[u8]) -> Key {
     [h.h1, h.h2 | (1 << 63)]
 }
 
+/// The key of a header or path-parameter value for a store shared by a fleet (Redis): the
+/// same on every instance, so it cannot be keyed per process. The first 128 bits of SHA-256
+/// (collision-resistant without a secret; raw values such as API keys never reach Redis),
+/// in the same range as `value_key`.
+pub fn stable_value_key(value: &[u8]) -> Key {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(value);
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&d[..8]);
+    lo.copy_from_slice(&d[8..16]);
+    [u64::from_be_bytes(hi), u64::from_be_bytes(lo) | (1 << 63)]
+}
+
 /// Picks the tier level for a tier-header value: the first `Exact` equal to it or the first
 /// `Any`, in order. A missing header is the empty value, which only `*` (or an explicit `""`)
 /// matches.
@@ -84,6 +98,12 @@ mod tests {
         assert_eq!(value_key(b"k1"), value_key(b"k1"));
         assert_ne!(value_key(b"k1"), value_key(b"k2"));
         assert!(value_key(b"")[1] >> 63 == 1);
+        // the fleet's key: the same in every process, in the value range
+        assert_eq!(
+            stable_value_key(b"abc"),
+            [0xba7816bf8f01cfea, 0x414140de5dae2223 | (1 << 63)]
+        );
+        assert_ne!(stable_value_key(b"k1"), stable_value_key(b"k2"));
     }
 
     #[test]

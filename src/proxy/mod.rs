@@ -175,7 +175,7 @@ impl ProxyHttp for Gatehouse {
                 let limited = match (ctx.rt.as_deref(), ctx.endpoint) {
                     (Some(rt), Some(i)) => {
                         let now = crate::limits::bucket::now_ns(ctx.start);
-                        rt.limits.check_backend(i, now, &mut ctx.limits).err()
+                        rt.limits.check_backend(i, now, &mut ctx.limits).await.err()
                     }
                     _ => None,
                 };

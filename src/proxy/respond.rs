@@ -23,6 +23,8 @@ pub enum Reason {
     EndpointRateLimit,
     BackendRateLimit,
     BackendMaxConcurrent,
+    /// The shared rate-limit store (Redis) failed and the limit says `on_store_failure: deny`.
+    RateLimitStoreUnavailable,
 }
 
 impl Reason {
@@ -43,6 +45,7 @@ impl Reason {
             Reason::EndpointRateLimit => "endpoint_rate_limit",
             Reason::BackendRateLimit => "backend_rate_limit",
             Reason::BackendMaxConcurrent => "backend_max_concurrent",
+            Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
         }
     }
 
@@ -59,7 +62,8 @@ impl Reason {
             Reason::ServiceRateLimit
             | Reason::EndpointRateLimit
             | Reason::BackendRateLimit
-            | Reason::BackendMaxConcurrent => 503,
+            | Reason::BackendMaxConcurrent
+            | Reason::RateLimitStoreUnavailable => 503,
         }
     }
 
@@ -79,6 +83,7 @@ impl Reason {
             Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
             Reason::BackendRateLimit => "The backend's request rate limit is reached",
             Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
+            Reason::RateLimitStoreUnavailable => "The rate-limit store is unavailable",
         }
     }
 }

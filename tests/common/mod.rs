@@ -688,3 +688,98 @@ endpoints:
         hosts = hosts.join(", ")
     )
 }
+
+// --- Redis for `store: redis` tests (issue 6) ---
+
+/// A redis-server of its own on a free loopback port, no persistence; killed on drop. It
+/// can be stopped and started again on the same port (a fleet's Redis going away).
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on its port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (make test-deps installs it)");
+        self.child = Some(child);
+        wait_for(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                self.command(&["PING"])
+                    .ok()
+                    .filter(|r| r == "+PONG")
+                    .map(|_| ())
+            },
+        );
+    }
+
+    /// Kills it and waits until its port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        wait_for("redis-server to be gone", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port))
+                .is_err()
+                .then_some(())
+        });
+    }
+
+    /// Sends one command (RESP) and returns the first line of the reply, e.g. `+PONG`,
+    /// `$3` + value, `:1`. Enough for PING, GET, FLUSHALL, DBSIZE, KEYS.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes())?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end().to_string();
+        if let Some(n) = line.strip_prefix('$') {
+            // bulk string: return its value
+            if n == "-1" {
+                return Ok(String::new());
+            }
+            let mut v = String::new();
+            r.read_line(&mut v)?;
+            return Ok(v.trim_end().to_string());
+        }
+        Ok(line)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
