@@ -7,7 +7,9 @@ CONFIG ?= conf/gatehouse.yaml
 deps:
 	@command -v cmake >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq cmake; }
 
+# redis-server: the `store: redis` tests and benches start their own on a free port.
 test-deps: deps
+	@command -v redis-server >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq redis-server; }
 
 build: deps
 	cargo build --release

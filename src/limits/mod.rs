@@ -7,6 +7,10 @@
 //! A client bucket rejects with 429, a shared or backend bucket with 503, each with
 //! `Retry-After`. The buckets of a block, endpoint or backend whose config did not change
 //! survive a reload.
+//!
+//! A block or backend with `store: redis` asks Redis instead (`redis.rs`: one script call per
+//! block, time from Redis); its local buckets are then the `on_store_failure: local`
+//! fallback. The local path stays synchronous and allocation-free.
 
 pub mod bucket;
 pub mod local;
@@ -30,9 +34,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Where buckets live. The local store answers at once; a shared store (Redis, later) answers
-/// after one round trip, hence the future. Implementations keep the GCRA semantics of
-/// `bucket.rs` exactly.
+/// Where client buckets live, one bucket at a time. The local store answers at once. (The
+/// Redis store works per block rather than per bucket, so that a block's client and shared
+/// buckets are one round trip: see `RouteLimiter::check_redis`.)
 pub trait BucketStore: Send + Sync {
     /// Takes one token from `key`'s bucket at `now` (ns), or says how long to wait.
     fn take(&self, key: Key, g: &Gcra, now: u64) -> impl Future<Output = Outcome> + Send;
@@ -45,7 +49,7 @@ impl BucketStore for LocalStore {
     }
 }
 
-/// The stores a block can use (`store:` in the config); a Redis variant plugs in here.
+/// The in-process store of a client bucket set.
 pub enum Store {
     Local(LocalStore),
 }
@@ -241,7 +245,8 @@ impl RouteLimiter {
     ) -> Result<(), Rejection> {
         match &self.redis {
             None => self.check_local(req, ip, param, now, state),
-            Some(r) => self.check_redis(r, req, ip, param, now, state).await,
+            // boxed: the Redis call's large future stays out of the local path's state
+            Some(r) => Box::pin(self.check_redis(r, req, ip, param, now, state)).await,
         }
     }
 
@@ -403,7 +408,7 @@ impl BackendLimiter {
         if let Some((g, b)) = &self.rate {
             let o = match &self.redis {
                 None => b.check(g, now),
-                Some(r) => match r.take(&[(self.redis_key.as_str(), g)]).await {
+                Some(r) => match Box::pin(r.take(&[(self.redis_key.as_str(), g)])).await {
                     Ok(o) => o.first().copied().unwrap_or(Gcra::rejected(0)),
                     Err(_) => match self.cfg.on_store_failure {
                         OnStoreFailure::Allow => return Ok(guard),

@@ -1,0 +1,159 @@
+//! Decisions per second and latency of `store: redis` against `store: local`, through
+//! `Limits::check_request` (client bucket by IP + shared bucket, one script call), on a
+//! redis-server this program starts on a free loopback port.
+//!
+//! `cargo bench --bench redis` prints the figures of the README. Without `--bench` (as under
+//! `cargo test --all-targets`) it runs a short smoke version.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+use gatehouse::limits::{Limits, RequestLimits};
+use pingora::http::RequestHeader;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CLIENTS: u32 = 10_000;
+
+fn limits(redis_url: &str, store: &str) -> Limits {
+    let cfg = gatehouse::config::parse(&format!(
+        r#"
+version: 1
+server: {{ listen: ["127.0.0.1:0"] }}
+redis: {{ url: "{redis_url}", timeout: 20ms }}
+backends:
+  a: {{ discovery: {{ static: ["127.0.0.1:9001"] }} }}
+endpoints:
+  - path: /x
+    backend: a
+    rate_limit: {{ max_rate: 100000000, client_max_rate: 10000000, every: 1s, store: {store}, on_store_failure: deny }}
+"#
+    ))
+    .expect("bench config is valid");
+    Limits::compile(&cfg, None)
+}
+
+fn ip(i: u32) -> Option<IpAddr> {
+    Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i % CLIENTS)))
+}
+
+struct Figures {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: u64,
+}
+
+/// `tasks` concurrent loops of decisions for `dur`; every decision's latency is recorded.
+/// With `period`, each task makes one decision per period (an open loop at a fixed rate:
+/// latency below saturation); without, as fast as it can (throughput).
+async fn run(
+    limits: Arc<Limits>,
+    tasks: usize,
+    dur: Duration,
+    period: Option<Duration>,
+) -> Figures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (limits, stop, failed) = (limits.clone(), stop.clone(), failed.clone());
+        handles.push(tokio::spawn(async move {
+            let req = RequestHeader::build("GET", b"/x", None).expect("request");
+            let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut i = t as u32 * 7919;
+            if let Some(p) = period {
+                // spread the tasks over the period (the timer has 1 ms granularity)
+                tokio::time::sleep(p * t as u32 / tasks as u32).await;
+            }
+            let mut tick = period.map(|p| {
+                let mut iv = tokio::time::interval(p);
+                iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                iv
+            });
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(iv) = tick.as_mut() {
+                    iv.tick().await;
+                }
+                i = i.wrapping_add(1);
+                let mut st = RequestLimits::default();
+                let start = Instant::now();
+                let now = gatehouse::limits::bucket::now_ns(start);
+                let r = limits
+                    .check_request(0, &req, ip(i), None, now, &mut st)
+                    .await;
+                lat.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                if r.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if lat.len().is_multiple_of(64) {
+                    // let the other tasks of a local-store run share the threads
+                    tokio::task::yield_now().await;
+                }
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(dur).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("bench task"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    Figures {
+        per_sec: all.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        failed: failed.load(Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let dur = Duration::from_millis(if full { 5000 } else { 300 });
+    let redis = common::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let local = Arc::new(limits(&redis.url(), "local"));
+        let shared = Arc::new(limits(&redis.url(), "redis"));
+        // connect and load the script
+        run(shared.clone(), 1, Duration::from_millis(200), None).await;
+        println!(
+            "store  tasks  mode  decisions/s   p50 (us)  p99 (us)  failed   [{}s per row, 2 worker threads, {CLIENTS} client IPs]",
+            dur.as_secs_f64()
+        );
+        // closed loops (as fast as possible), then open loops: tasks x one per 5 ms
+        let p5 = Some(Duration::from_millis(5));
+        for (name, l, tasks, period) in [
+            ("local", &local, 1, None),
+            ("local", &local, 16, None),
+            ("redis", &shared, 1, None),
+            ("redis", &shared, 16, None),
+            ("redis", &shared, 64, None),
+            ("local", &local, 50, p5),
+            ("redis", &shared, 50, p5),
+            ("redis", &shared, 125, p5),
+        ] {
+            let f = run(l.clone(), tasks, dur, period).await;
+            let mode = if period.is_some() { "paced" } else { "max" };
+            println!(
+                "{name:<6} {tasks:>5}  {mode:<5} {:>11.0}  {:>9.1}  {:>8.1}  {:>6}",
+                f.per_sec, f.p50_us, f.p99_us, f.failed
+            );
+            if name == "redis" {
+                assert!(f.failed == 0 || !full, "Redis decisions failed: {}", f.failed);
+            }
+        }
+    });
+}
