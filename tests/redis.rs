@@ -170,7 +170,8 @@ fn a_fleet_shares_its_limits() {
 
     // shared bucket of 10: ten requests alternating between the instances pass
     for i in 0..10 {
-        assert_eq!(status(pair[i % 2], "/shared", &[]), 200, "request {i}");
+        let r = get(pair[i % 2].addr, "/shared", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), pair[i % 2].log());
     }
     // the 11th fails on either instance
     assert_eq!(status(&a, "/shared", &[]), 503);
@@ -302,6 +303,49 @@ fn on_store_failure_modes_and_recovery() {
     assert_eq!(status(&g, "/local", &[]), 200);
     assert_eq!(status(&g, "/local", &[]), 200);
     assert_eq!(status(&g, "/local", &[]), 503);
+}
+
+/// A Redis that stops answering (frozen, connection still open): each decision gives up
+/// after `redis.timeout`, counted as a timeout, and the limit falls back; once it answers
+/// again, decisions go back to it.
+#[test]
+fn a_silent_redis_times_out_then_recovers() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let yaml = fleet_config(
+        &redis.url(),
+        up.addr,
+        "200ms",
+        r#"  - path: /deny
+    backend: app
+    rate_limit: { max_rate: 100, every: 1h, store: redis, on_store_failure: deny }
+"#,
+    );
+    let g = Gatehouse::start(&yaml);
+    assert_eq!(status(&g, "/deny", &[]), 200);
+    redis.pause(true);
+    let started = std::time::Instant::now();
+    let r = get(g.addr, "/deny", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("rate_limit_store_unavailable"));
+    // it waited for the budget (not for a reconnect), then gave up
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        g.metric("gatehouse_redis_errors_total{kind=\"timeout\"}"),
+        1.0,
+        "{}",
+        g.metrics()
+    );
+    // while the probe waits, decisions fail over at once
+    let started = std::time::Instant::now();
+    assert_eq!(status(&g, "/deny", &[]), 503);
+    assert!(started.elapsed() < Duration::from_millis(200));
+    redis.pause(false);
+    wait_for(
+        "a /deny request decided by Redis",
+        Duration::from_secs(15),
+        || (status(&g, "/deny", &[]) == 200).then_some(()),
+    );
 }
 
 /// A config naming Redis is valid without a Redis; a redis limit without the block is not.

@@ -723,16 +723,24 @@ impl RedisServer {
             .spawn()
             .expect("redis-server on PATH (make test-deps installs it)");
         self.child = Some(child);
+        // our own process must answer: a PONG from another test's server (a port taken
+        // between free_port and the bind) does not count
         wait_for(
             "redis-server to answer PING",
             Duration::from_secs(10),
             || {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!("redis-server on port {} exited: {status}", self.port);
+                }
                 self.command(&["PING"])
                     .ok()
                     .filter(|r| r == "+PONG")
                     .map(|_| ())
             },
         );
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+            panic!("redis-server on port {} exited: {status}", self.port);
+        }
     }
 
     /// Kills it and waits until its port refuses connections.
@@ -746,6 +754,17 @@ impl RedisServer {
                 .is_err()
                 .then_some(())
         });
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) it: connections stay open, nothing answers.
+    pub fn pause(&self, on: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if on { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
     }
 
     /// Sends one command (RESP) and returns the first line of the reply, e.g. `+PONG`,
@@ -778,6 +797,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // a paused server dies from SIGKILL all the same
             let _ = c.kill();
             let _ = c.wait();
         }
