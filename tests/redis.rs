@@ -171,7 +171,13 @@ fn a_fleet_shares_its_limits() {
     // shared bucket of 10: ten requests alternating between the instances pass
     for i in 0..10 {
         let r = get(pair[i % 2].addr, "/shared", &[]);
-        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), pair[i % 2].log());
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}\n{}",
+            r.text(),
+            pair[i % 2].log()
+        );
     }
     // the 11th fails on either instance
     assert_eq!(status(&a, "/shared", &[]), 503);
