@@ -110,6 +110,16 @@ async fn one_call_checks_buckets_in_order_and_keys_expire() {
 }
 
 fn fleet_config(redis: &str, up: SocketAddr, timeout: &str, extra_endpoints: &str) -> String {
+    service_config(redis, up, timeout, "", extra_endpoints)
+}
+
+fn service_config(
+    redis: &str,
+    up: SocketAddr,
+    timeout: &str,
+    service: &str,
+    extra_endpoints: &str,
+) -> String {
     format!(
         r#"version: 1
 server:
@@ -119,6 +129,7 @@ server:
   pid_file: TMPDIR/gatehouse.pid
   upgrade_sock: TMPDIR/upgrade.sock
 redis: {{ url: "{redis}", timeout: {timeout} }}
+{service}
 backends:
   app:
     discovery: {{ static: ["{up}"] }}
@@ -309,6 +320,48 @@ fn on_store_failure_modes_and_recovery() {
     assert_eq!(status(&g, "/local", &[]), 200);
     assert_eq!(status(&g, "/local", &[]), 200);
     assert_eq!(status(&g, "/local", &[]), 503);
+}
+
+/// Service-wide and endpoint blocks on the same Redis: one round trip per request, with the
+/// local store's order (a client rejection takes no shared token; a shared rejection has
+/// spent the client's).
+#[test]
+fn service_and_endpoint_blocks_are_one_round_trip() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let yaml = service_config(
+        &redis.url(),
+        up.addr,
+        "500ms",
+        "rate_limit: { client_max_rate: 2, every: 1h, strategy: header, key: X-Api-Key, store: redis }",
+        r#"  - path: /both
+    backend: app
+    rate_limit: { max_rate: 3, every: 1h, store: redis }
+"#,
+    );
+    let a = Gatehouse::start(&yaml);
+    let b = Gatehouse::start(&yaml);
+    let key = |k: &'static str| [("X-Api-Key", k)];
+    assert_eq!(status(&a, "/both", &key("A")), 200);
+    let r = get(b.addr, "/both", &key("A"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("ratelimit"),
+        Some("\"service-client\";r=0;t=1800, \"endpoint\";r=1;t=2400")
+    );
+    // A's own bucket is empty: 429, and the endpoint keeps its last token
+    assert_eq!(status(&a, "/both", &key("A")), 429);
+    assert_eq!(status(&b, "/both", &key("B")), 200);
+    // the endpoint is empty: B's second request is a 503, its client token spent
+    let r = get(a.addr, "/both", &key("B"));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("endpoint_rate_limit"));
+    assert_eq!(status(&b, "/both", &key("B")), 429);
+    // six requests, six script calls, no failure
+    let calls = a.metric("gatehouse_redis_latency_seconds_count")
+        + b.metric("gatehouse_redis_latency_seconds_count");
+    assert_eq!(calls, 6.0);
+    assert_eq!(a.metric("gatehouse_redis_errors_total"), 0.0);
 }
 
 /// A Redis that stops answering (frozen, connection still open): each decision gives up

@@ -284,8 +284,7 @@ impl RouteLimiter {
         Ok(())
     }
 
-    /// The Redis store: the client bucket, then the shared one, in one script call. When
-    /// Redis fails or is late, `on_store_failure` decides.
+    /// The Redis store for this block alone (see `check_redis_blocks`).
     async fn check_redis(
         &self,
         redis: &Arc<RedisClient>,
@@ -295,52 +294,83 @@ impl RouteLimiter {
         now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Rejection> {
-        let set = self.client_set(req);
-        let client_key = set.map(|s| {
-            let k = self.client_key(req, ip, param);
-            redis::client_bucket_key(&s.redis_prefix, k)
-        });
-        let mut buckets: [(&str, &Gcra); 2] = [("", &ZERO), ("", &ZERO)];
-        let mut n = 0;
-        if let (Some(s), Some(k)) = (set, client_key.as_deref()) {
-            buckets[n] = (k, &s.gcra);
+        check_redis_blocks(redis, &[(self, param)], req, ip, now, state).await
+    }
+}
+
+/// Blocks on the same Redis (the service-wide block, then the endpoint's, each with its
+/// param key), decided in one script call: every client bucket before its block's shared
+/// bucket, in order, stopping at the first rejection, exactly as the local store does one
+/// after the other. When Redis fails or is late, each block's `on_store_failure` decides, in
+/// the same order.
+async fn check_redis_blocks(
+    redis: &Arc<RedisClient>,
+    blocks: &[(&RouteLimiter, Option<Key>)],
+    req: &RequestHeader,
+    ip: Option<IpAddr>,
+    now: u64,
+    state: &mut RequestLimits,
+) -> Result<(), Rejection> {
+    // (key, gcra, block index, is_client), at most a client and a shared bucket per block
+    let mut keys: [String; 2] = Default::default();
+    let mut meta: [(usize, bool); 4] = [(0, false); 4];
+    let mut n = 0;
+    let sets: [Option<&ClientSet>; 2] = [
+        blocks.first().and_then(|(b, _)| b.client_set(req)),
+        blocks.get(1).and_then(|(b, _)| b.client_set(req)),
+    ];
+    for (i, (b, param)) in blocks.iter().enumerate().take(2) {
+        if let Some(set) = sets[i] {
+            keys[i] = redis::client_bucket_key(&set.redis_prefix, b.client_key(req, ip, *param));
+        }
+    }
+    let mut buckets: [(&str, &Gcra); 4] = [("", &ZERO); 4];
+    for (i, (b, _)) in blocks.iter().enumerate().take(2) {
+        if let Some(set) = sets[i] {
+            buckets[n] = (keys[i].as_str(), &set.gcra);
+            meta[n] = (i, true);
             n += 1;
         }
-        if let Some((g, _)) = &self.shared {
-            buckets[n] = (self.shared_key.as_str(), g);
+        if let Some((g, _)) = &b.shared {
+            buckets[n] = (b.shared_key.as_str(), g);
+            meta[n] = (i, false);
             n += 1;
         }
-        if n == 0 {
-            return Ok(());
-        }
-        let outcomes = match redis.take(&buckets[..n]).await {
-            Ok(o) => o,
-            Err(_) => {
-                return match self.cfg.on_store_failure {
-                    OnStoreFailure::Allow => Ok(()),
-                    OnStoreFailure::Deny => Err(store_unavailable()),
-                    OnStoreFailure::Local => self.check_local(req, ip, param, now, state),
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let outcomes = match redis.take(&buckets[..n]).await {
+        Ok(o) => o,
+        Err(_) => {
+            for (b, param) in blocks {
+                match b.cfg.on_store_failure {
+                    OnStoreFailure::Allow => {}
+                    OnStoreFailure::Deny => return Err(store_unavailable()),
+                    OnStoreFailure::Local => b.check_local(req, ip, *param, now, state)?,
                 }
             }
-        };
-        let (client_name, shared_name, shared_reason) = self.names();
-        for (i, o) in outcomes.iter().enumerate() {
-            let g = buckets[i].1;
-            let is_client = i == 0 && set.is_some();
-            if self.cfg.headers {
-                state.report(if is_client { client_name } else { shared_name }, g, o);
-            }
-            if !o.allowed {
-                let reason = if is_client {
-                    Reason::ClientRateLimit
-                } else {
-                    shared_reason
-                };
-                return Err(Rejection::new(reason, o.wait));
-            }
+            return Ok(());
         }
-        Ok(())
+    };
+    for (i, o) in outcomes.iter().enumerate() {
+        let (bi, is_client) = meta[i];
+        let b = blocks[bi].0;
+        let (client_name, shared_name, shared_reason) = b.names();
+        if b.cfg.headers {
+            let name = if is_client { client_name } else { shared_name };
+            state.report(name, buckets[i].1, o);
+        }
+        if !o.allowed {
+            let reason = if is_client {
+                Reason::ClientRateLimit
+            } else {
+                shared_reason
+            };
+            return Err(Rejection::new(reason, o.wait));
+        }
     }
+    Ok(())
 }
 
 /// A placeholder in the fixed-size bucket list of a Redis call.
@@ -577,10 +607,21 @@ impl Limits {
         now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Rejection> {
-        if let Some(s) = &self.service {
+        let service = self.service.as_deref();
+        let endpoint = self.endpoints.get(endpoint).and_then(|e| e.as_deref());
+        // --- both blocks on the same Redis: one round trip for the whole decision ---
+        if let (Some(s), Some(e)) = (service, endpoint) {
+            if let (Some(rs), Some(re)) = (&s.redis, &e.redis) {
+                if Arc::ptr_eq(rs, re) {
+                    let blocks = [(s, None), (e, param)];
+                    return Box::pin(check_redis_blocks(rs, &blocks, req, ip, now, state)).await;
+                }
+            }
+        }
+        if let Some(s) = service {
             s.check(req, ip, None, now, state).await?;
         }
-        if let Some(Some(e)) = self.endpoints.get(endpoint) {
+        if let Some(e) = endpoint {
             e.check(req, ip, param, now, state).await?;
         }
         Ok(())
@@ -906,6 +947,68 @@ endpoints:
             next.endpoints[0].as_ref().unwrap()
         ));
         assert!(!Arc::ptr_eq(&same.backends["a"], &next.backends["a"]));
+    }
+
+    #[test]
+    fn reload_keeps_the_redis_client_while_its_block_is_unchanged() {
+        let yaml = |port: u16| {
+            config(
+                &format!(
+                    "redis: {{ url: \"redis://127.0.0.1:{port}/0\" }}\nrate_limit: {{ max_rate: 10, store: redis }}"
+                ),
+                "    rate_limit: { client_max_rate: 5 }",
+                "    rate_limit: { max_rate: 2, store: redis }",
+            )
+        };
+        let first = Limits::compile(&yaml(1), None);
+        let r = first.redis.as_ref().unwrap();
+        assert!(same_redis(&first.service.as_ref().unwrap().redis, Some(r)));
+        assert!(same_redis(&first.backends["a"].redis, Some(r)));
+        assert!(
+            first.endpoints[0].as_ref().unwrap().redis.is_none(),
+            "local"
+        );
+        let same = Limits::compile(&yaml(1), Some(&first));
+        assert!(Arc::ptr_eq(r, same.redis.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            first.service.as_ref().unwrap(),
+            same.service.as_ref().unwrap()
+        ));
+        // another Redis: the limits on it are rebuilt, the local one is kept
+        let moved = Limits::compile(&yaml(2), Some(&same));
+        assert!(!Arc::ptr_eq(r, moved.redis.as_ref().unwrap()));
+        assert!(!Arc::ptr_eq(
+            same.service.as_ref().unwrap(),
+            moved.service.as_ref().unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&same.backends["a"], &moved.backends["a"]));
+        assert!(Arc::ptr_eq(
+            same.endpoints[0].as_ref().unwrap(),
+            moved.endpoints[0].as_ref().unwrap()
+        ));
+    }
+
+    /// Without a runtime (or a Redis), a redis block fails over: here to its local buckets.
+    #[test]
+    fn a_redis_block_without_redis_uses_on_store_failure() {
+        let cfg = config(
+            "redis: { url: \"redis://127.0.0.1:1/0\" }\nrate_limit: { max_rate: 1, every: 1h, store: redis }",
+            "    rate_limit: { max_rate: 5, store: redis, on_store_failure: deny }",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let r = req(&[]);
+        let mut st = RequestLimits::default();
+        // service: local fallback admits once; endpoint: deny
+        let rej = block_on(l.check_request(0, &r, None, None, 0, &mut st)).unwrap_err();
+        assert_eq!(rej.reason, Reason::RateLimitStoreUnavailable);
+        assert_eq!(rej.retry_after, 1);
+        let rej = block_on(l.check_request(1, &r, None, None, 0, &mut st)).unwrap_err();
+        assert_eq!(
+            rej.reason,
+            Reason::ServiceRateLimit,
+            "local bucket of 1 spent"
+        );
     }
 
     #[test]

@@ -700,21 +700,35 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut r = RedisServer {
-            port: free_port(),
-            child: None,
-        };
-        r.restart();
-        r
+        // a port free a moment ago may be taken by another test's process before
+        // redis-server binds it: then it exits, and we try another port
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut r = RedisServer {
+                port: free_port(),
+                child: None,
+            };
+            match r.spawn() {
+                Ok(()) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Starts it (again) on its port and waits until it answers PING.
+    /// Starts it again on its port and waits until it answers PING.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Spawns redis-server on `self.port` and waits until this very process answers PING
+    /// (a PONG from another test's server on a port taken in between does not count).
+    fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -723,23 +737,25 @@ impl RedisServer {
             .spawn()
             .expect("redis-server on PATH (make test-deps installs it)");
         self.child = Some(child);
-        // our own process must answer: a PONG from another test's server (a port taken
-        // between free_port and the bind) does not count
-        wait_for(
-            "redis-server to answer PING",
-            Duration::from_secs(10),
-            || {
-                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    panic!("redis-server on port {} exited: {status}", self.port);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                ));
+            }
+            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
+                // still ours after answering?
+                if let Some(Ok(None)) = self.child.as_mut().map(|c| c.try_wait()) {
+                    return Ok(());
                 }
-                self.command(&["PING"])
-                    .ok()
-                    .filter(|r| r == "+PONG")
-                    .map(|_| ())
-            },
-        );
-        if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-            panic!("redis-server on port {} exited: {status}", self.port);
+            }
+            if Instant::now() > end {
+                return Err(format!("redis-server on port {} not ready", self.port));
+            }
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
