@@ -101,6 +101,12 @@ pub struct ServerFile {
     pub pid_file: Option<String>,
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// Request bodies above this size get 413 (see config/tls.rs).
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+    /// HTTPS listeners (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::TlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -131,6 +137,9 @@ pub struct BackendFile {
     /// Host header sent upstream; by default the client's Host is passed through.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// HTTPS upstream (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::BackendTlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

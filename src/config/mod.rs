@@ -4,6 +4,7 @@
 //! `endpoints[2].timeout: must be > 0`.
 
 pub mod file;
+pub mod tls;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub struct ServerConfig {
     pub access_log: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// `None` = no limit.
+    pub max_body_size: Option<u64>,
+    pub tls: Option<tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +105,8 @@ pub struct BackendConfig {
     pub max_idle_connections: usize,
     pub retries: u32,
     pub host_header: Option<String>,
+    /// `Some` = the hosts speak HTTPS.
+    pub tls: Option<tls::BackendTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -21,6 +21,8 @@ pub struct Ctx {
     pub upstream_start: Option<Instant>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Request body bytes seen so far (for `max_body_size`).
+    pub body_bytes: u64,
 }
 
 impl Ctx {
@@ -35,6 +37,7 @@ impl Ctx {
             tried: Vec::new(),
             upstream_start: None,
             reason: None,
+            body_bytes: 0,
         }
     }
 

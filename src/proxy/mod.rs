@@ -2,6 +2,7 @@
 //! that decide (routing, respond, upstream).
 
 pub mod ctx;
+pub mod edge;
 pub mod respond;
 pub mod route;
 
@@ -87,6 +88,10 @@ impl ProxyHttp for Gatehouse {
         ctx.start = Instant::now();
         let routed = route_request(&rt, session.req_header());
         ctx.rt = Some(rt);
+        // edge: redirect_http and max_body_size by Content-Length.
+        if edge::request_filter(session, ctx).await? {
+            return Ok(true);
+        }
         match routed {
             Routed::To { endpoint, uri } => {
                 ctx.endpoint = Some(endpoint);
@@ -139,7 +144,7 @@ impl ProxyHttp for Gatehouse {
         };
         ctx.tried.push(addr);
         let c = &backend.cfg;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = edge::new_peer(addr, c);
         let o = &mut peer.options;
         o.connection_timeout = Some(c.connect_timeout.min(remaining));
         o.total_connection_timeout = Some(c.connect_timeout.min(remaining));
@@ -190,7 +195,7 @@ impl ProxyHttp for Gatehouse {
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header("x-forwarded-proto", edge::forwarded_proto(session))?;
         if let Some(h) = ctx
             .endpoint()
             .and_then(|e| e.backend.cfg.host_header.clone())
@@ -198,6 +203,16 @@ impl ProxyHttp for Gatehouse {
             upstream.insert_header("host", h)?;
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        edge::count_body(session, body, ctx)
     }
 
     async fn upstream_response_filter(
@@ -266,7 +281,8 @@ impl ProxyHttp for Gatehouse {
             .is_ok();
         FailToProxy {
             error_code: reason.status(),
-            can_reuse_downstream: ok,
+            // A body cut by max_body_size is not drained: close after the 413.
+            can_reuse_downstream: ok && reason != Reason::BodyTooLarge,
         }
     }
 

@@ -16,6 +16,8 @@ pub enum Reason {
     UpstreamTimeout,
     EndpointTimeout,
     Internal,
+    BodyTooLarge,
+    RedirectHttps,
 }
 
 impl Reason {
@@ -30,6 +32,8 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::EndpointTimeout => "endpoint_timeout",
             Reason::Internal => "internal",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::RedirectHttps => "redirect_https",
         }
     }
 
@@ -42,6 +46,8 @@ impl Reason {
             Reason::BadGateway => 502,
             Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
             Reason::Internal => 500,
+            Reason::BodyTooLarge => 413,
+            Reason::RedirectHttps => 308,
         }
     }
 
@@ -55,6 +61,8 @@ impl Reason {
             Reason::UpstreamTimeout => "Upstream did not answer in time",
             Reason::EndpointTimeout => "The endpoint's time budget is spent",
             Reason::Internal => "Internal error",
+            Reason::BodyTooLarge => "Request body too large",
+            Reason::RedirectHttps => "Use HTTPS",
         }
     }
 }
@@ -65,6 +73,8 @@ pub struct Extra<'a> {
     pub allow: Option<&'a str>,
     pub retry_after: Option<u64>,
     pub detail: Option<&'a str>,
+    /// `Location` of a redirect.
+    pub location: Option<&'a str>,
 }
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
@@ -113,6 +123,9 @@ pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<
     h.insert_header("content-length", len.to_string())?;
     if let Some(a) = extra.allow {
         h.insert_header("allow", a)?;
+    }
+    if let Some(l) = extra.location {
+        h.insert_header("location", l)?;
     }
     if let Some(r) = extra.retry_after {
         h.insert_header("retry-after", r.to_string())?;
