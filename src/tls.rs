@@ -213,6 +213,10 @@ impl fmt::Debug for CertSet {
 pub struct CaCerts {
     pub path: PathBuf,
     pub certs: std::sync::Arc<Box<[X509]>>,
+    /// Hash of the bundle: Pingora's connection pool does not key on the CA, so peers with
+    /// different CAs are kept apart by `group_key` (a connection verified against one CA is
+    /// never reused for a backend that trusts another).
+    pub fingerprint: u64,
     raw: Vec<u8>,
 }
 
@@ -224,9 +228,13 @@ impl CaCerts {
         if certs.is_empty() {
             return Err(format!("{} holds no certificate", path.display()));
         }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        raw.hash(&mut h);
         Ok(CaCerts {
             path,
             certs: std::sync::Arc::new(certs.into_boxed_slice()),
+            fingerprint: h.finish(),
             raw,
         })
     }

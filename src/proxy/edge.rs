@@ -156,6 +156,7 @@ pub fn new_peer(addr: SocketAddr, cfg: &BackendConfig) -> HttpPeer {
             peer.options.verify_hostname = t.verify;
             if let Some(ca) = &t.ca {
                 peer.options.ca = Some(ca.certs.clone());
+                peer.group_key = ca.fingerprint;
             }
             peer
         }
