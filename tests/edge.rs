@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::tls::{h2_request, ws_echo_upstream, ClientTls, Issued, Pki, TlsConn, TlsUpstream};
+use common::tls::{
+    early_101_upstream, h2_request, ws_echo_upstream, ClientTls, Issued, Pki, TlsConn, TlsUpstream,
+    WS_KEY,
+};
 use common::{Behaviour, Conn, Gatehouse, MockUpstream};
 use pingora::tls::ssl::SslVersion;
 
@@ -357,6 +360,35 @@ fn websocket_passes_through_after_the_filters() {
         let (ws, resp) = tungstenite::client(url.as_str(), stream).expect("websocket handshake");
         assert_eq!(resp.status(), 101);
         ws_roundtrips(ws, 3);
+    }
+}
+
+/// Pingora issue #946: when the upstream's 101 is read before the upgrade request's empty
+/// body is drained, stock Pingora 0.9.1 ends the tunnel right after the 101.
+#[test]
+fn websocket_survives_an_early_101() {
+    use std::io::Read;
+    let upstream = early_101_upstream();
+    let g = Gatehouse::start(&config(&upstream.to_string(), "", ""));
+    for i in 0..50 {
+        let mut c = Conn::open(g.addr).unwrap();
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {WS_KEY}\r\n\r\n"
+        );
+        c.send_raw(req.as_bytes()).unwrap();
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 101);
+        let mut first = [0u8; 7];
+        c.reader.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"\x81\x05hello");
+        // The tunnel carries bytes both ways after the early 101.
+        let msg = format!("round {i}");
+        c.send_raw(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.reader
+            .read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("round {i}: tunnel closed after the 101: {e}"));
+        assert_eq!(back, msg.as_bytes());
     }
 }
 
