@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CONFIG ?= conf/gatehouse.yaml
 
-.PHONY: run test deps test-deps build release lint bench fmt
+.PHONY: run test deps test-deps build release lint bench fmt fuzz
 
 # cmake: zlib-ng (Pingora); perl + make + a C compiler: the vendored OpenSSL (Pingora's
 # `openssl` feature builds it from source and links it statically, no libssl-dev needed).
@@ -30,3 +30,12 @@ test: test-deps
 bench: build
 	cargo bench
 	benches/compare.sh
+
+# Fuzzing (not part of CI): each target runs for FUZZ_SECONDS. Needs cargo-fuzz; the stable
+# toolchain is used with RUSTC_BOOTSTRAP for the sanitizer flags.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in $$(cargo fuzz list); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

@@ -39,6 +39,11 @@ fn main() {
             "-u" | "--upgrade" => opts.upgrade = true,
             "-t" | "--test" => opts.test = true,
             "--nocapture" => {}
+            // Lets the test harness check that the binary was built from its own checkout.
+            "--manifest-dir" => {
+                println!("{}", env!("CARGO_MANIFEST_DIR"));
+                exit(0);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 exit(0);

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 fn check(path: &std::path::Path) -> (bool, String) {
-    let out = Command::new(common::BIN)
+    let out = Command::new(common::bin())
         .arg("check")
         .arg("-c")
         .arg(path)

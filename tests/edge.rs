@@ -141,7 +141,7 @@ fn sni_picks_the_certificate_and_sighup_swaps_it() {
     );
 
     // `gatehouse check` names the file.
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(common::bin())
         .args(["check", "-c"])
         .arg(&g.config_path)
         .output()

@@ -70,6 +70,8 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    /// Resolver of DNS discovery (`None` = the system's).
+    pub dns: Option<DnsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +82,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
+    pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
     /// `None` = no limit.
@@ -91,13 +94,17 @@ pub struct ServerConfig {
 pub enum Balance {
     RoundRobin,
     Random,
+    ConsistentHash,
 }
 
 /// A backend's settings; equality decides whether its runtime state survives a reload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    pub hosts: Vec<SocketAddr>,
+    pub discovery: Discovery,
     pub balance: Balance,
+    pub hash_key: HashKey,
+    pub health_check: Option<HealthCheckConfig>,
+    pub circuit_breaker: Option<BreakerConfig>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -108,6 +115,61 @@ pub struct BackendConfig {
     /// `Some` = the hosts speak HTTPS.
     pub tls: Option<tls::BackendTls>,
 }
+
+// --- upstream resilience (issue 5) ---
+
+/// Where a backend's hosts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    Static(Vec<SocketAddr>),
+    /// A/AAAA records of `name`, every `refresh`.
+    Dns {
+        name: String,
+        port: u16,
+        refresh: Duration,
+    },
+    /// SRV records of `name` (lowest priority, weights), every `refresh`.
+    DnsSrv {
+        name: String,
+        refresh: Duration,
+    },
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// A request header; the client address when the header is absent.
+    Header(http::HeaderName),
+}
+
+/// Active HTTP health checks of each host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+/// The backend's circuit breaker (all its hosts together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_errors: u32,
+    pub log_status_change: bool,
+}
+
+/// Top-level `dns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Empty = the system's resolvers (resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+// --- end upstream resilience ---
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {

@@ -23,6 +23,10 @@ pub struct Ctx {
     pub reason: Option<Reason>,
     /// Request body bytes seen so far (for `max_body_size`).
     pub body_bytes: u64,
+    /// Retry-After (seconds) of that answer.
+    pub retry_after: Option<u64>,
+    /// Circuit-breaker admission, until the request's outcome is reported.
+    pub breaker: Option<crate::upstream::breaker::Pass>,
 }
 
 impl Ctx {
@@ -38,6 +42,8 @@ impl Ctx {
             upstream_start: None,
             reason: None,
             body_bytes: 0,
+            retry_after: None,
+            breaker: None,
         }
     }
 

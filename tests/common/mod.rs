@@ -15,7 +15,46 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+/// The gatehouse binary of this checkout. Cargo puts it at `target/debug/gatehouse`, a path
+/// that another checkout sharing the same CARGO_TARGET_DIR overwrites; so the harness copies
+/// it once and checks that the copy was built from this very source tree.
+pub fn bin() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        // Remove the links left by test processes that are gone.
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("gatehouse-test-bin-") {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let dir = tmp.join(format!("gatehouse-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let copy = dir.join("gatehouse");
+        let _ = std::fs::remove_file(&copy);
+        // A hard link keeps this inode even when cargo replaces the file; copy across devices.
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_gatehouse"), &copy).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_gatehouse"), &copy).expect("copy the binary");
+        }
+        let out = Command::new(&copy)
+            .arg("--manifest-dir")
+            .output()
+            .expect("run the binary");
+        let built_from = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            built_from,
+            env!("CARGO_MANIFEST_DIR"),
+            "{} was built from another checkout: give each checkout its own CARGO_TARGET_DIR",
+            env!("CARGO_BIN_EXE_gatehouse")
+        );
+        copy
+    })
+}
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -66,7 +105,7 @@ impl Gatehouse {
         let text = Self::fill(yaml, ports, &dir);
         std::fs::write(&config_path, text).expect("write config");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("-c")
             .arg(&config_path)
             .env(
