@@ -68,7 +68,6 @@ http {
     ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
     keepalive_requests 1000000;
-    http2_max_requests 1000000;
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -119,7 +118,7 @@ proxy_pids() { # $1 = name
 }
 HZ=$(getconf CLK_TCK)
 
-printf "%-12s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
+printf "%-16s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
 declare -A RPS CPU
 run() { # name port [scheme [oha args...]]; the process is the name's first word (nginx-h2 -> nginx)
   local name=$1 port=$2 scheme=${3:-http} pids before=0 after=0
@@ -140,7 +139,7 @@ cpu = (ticks / hz * 1e6 / total) if name != "upstream" else float("nan")
 print(f"{name} {rps:.0f} {lat['p50']*1000:.3f} {lat['p99']*1000:.3f} {cpu:.1f} {ok}/{total}")
 PY
   read -r n rps p50 p99 cpu okc < "$WORK/$name.line"
-  printf "%-12s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
+  printf "%-16s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
   RPS[$name]=$rps; CPU[$name]=$cpu
 }
 run upstream "$UP"
