@@ -351,13 +351,23 @@ fn websocket_passes_through_after_the_filters() {
     let g = Gatehouse::start(&config(&upstream.to_string(), "  max_body_size: 1KB\n", ""));
     // The upstream answers 101 and speaks at once, before the proxy has drained the upgrade
     // request's empty body (Pingora issue #946): repeat to catch that ordering.
-    for _ in 0..30 {
+    for i in 0..30 {
         let stream = std::net::TcpStream::connect(g.addr).unwrap();
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         let url = format!("ws://{}/ws", g.addr);
-        let (ws, resp) = tungstenite::client(url.as_str(), stream).expect("websocket handshake");
+        let (ws, resp) = tungstenite::client(url.as_str(), stream).unwrap_or_else(|e| {
+            let detail = match &e {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => format!(
+                    "{} {:?}",
+                    r.status(),
+                    r.body().as_deref().map(String::from_utf8_lossy)
+                ),
+                other => other.to_string(),
+            };
+            panic!("websocket handshake {i}: {detail}")
+        });
         assert_eq!(resp.status(), 101);
         ws_roundtrips(ws, 3);
     }
