@@ -279,6 +279,7 @@ backends:
   good:
     discovery: {{ static: ["{up}"] }}
     tls: {{ sni: upstream.test, ca: {good} }}
+    health_check: {{ path: /health, interval: 100ms, unhealthy_after: 1 }}
   wrong_ca:
     discovery: {{ static: ["{up}"] }}
     retries: 0
@@ -301,6 +302,13 @@ endpoints:
         wrong = wrong_ca.display(),
     );
     let g = Gatehouse::start(&yaml);
+    // Health checks of an HTTPS backend speak TLS too (a failed probe would take the only
+    // host out: 503).
+    common::wait_for(
+        "two TLS health probes",
+        std::time::Duration::from_secs(10),
+        || (up.seen("/health") >= 2).then_some(()),
+    );
     let r = common::get(g.addr, "/good/x", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "tls upstream /good/x\n");

@@ -152,14 +152,22 @@ pub fn new_peer(addr: SocketAddr, cfg: &BackendConfig) -> HttpPeer {
         None => HttpPeer::new(addr, false, String::new()),
         Some(t) => {
             let mut peer = HttpPeer::new(addr, true, t.sni.clone());
-            peer.options.verify_cert = t.verify;
-            peer.options.verify_hostname = t.verify;
-            if let Some(ca) = &t.ca {
-                peer.options.ca = Some(ca.certs.clone());
-                peer.group_key = ca.fingerprint;
-            }
+            apply_tls(&mut peer, t);
             peer
         }
+    }
+}
+
+/// Makes `peer` an HTTPS peer as a backend's `tls` says (also used by health checks).
+pub fn apply_tls(peer: &mut HttpPeer, t: &crate::config::tls::BackendTls) {
+    peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
+    peer.sni = t.sni.clone();
+    peer.options.verify_cert = t.verify;
+    peer.options.verify_hostname = t.verify;
+    if let Some(ca) = &t.ca {
+        peer.options.ca = Some(ca.certs.clone());
+        // Pingora's pool does not key on the CA: keep peers with different CAs apart.
+        peer.group_key = ca.fingerprint;
     }
 }
 

@@ -264,6 +264,15 @@ pub fn h2_request(
 /// An HTTPS/1.1 upstream answering `200 tls upstream <target>` on every request.
 pub struct TlsUpstream {
     pub addr: SocketAddr,
+    /// Request targets seen (after a successful handshake).
+    pub targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TlsUpstream {
+    pub fn seen(&self, target: &str) -> usize {
+        let t = self.targets.lock().expect("lock");
+        t.iter().filter(|x| x.as_str() == target).count()
+    }
 }
 
 impl TlsUpstream {
@@ -277,10 +286,13 @@ impl TlsUpstream {
         let acceptor = std::sync::Arc::new(b.build());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = targets.clone();
         thread::spawn(move || {
             let _keep = dir;
             for s in listener.incoming().flatten() {
                 let acceptor = acceptor.clone();
+                let seen = seen.clone();
                 thread::spawn(move || {
                     let Ok(tls) = acceptor.accept(s) else { return };
                     let mut r = BufReader::new(tls);
@@ -290,6 +302,7 @@ impl TlsUpstream {
                             return;
                         }
                         let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        seen.lock().expect("lock").push(target.clone());
                         loop {
                             let mut h = String::new();
                             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -311,7 +324,7 @@ impl TlsUpstream {
                 });
             }
         });
-        TlsUpstream { addr }
+        TlsUpstream { addr, targets }
     }
 }
 
