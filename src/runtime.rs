@@ -19,6 +19,8 @@ pub struct Runtime {
     pub router: Router,
     pub endpoints: Vec<Endpoint>,
     pub backends: BTreeMap<String, Arc<Backend>>,
+    /// Rate limits and backend bounds (src/limits); unchanged ones keep their buckets.
+    pub limits: crate::limits::Limits,
     /// 1 for the first config, +1 for each successful reload.
     pub generation: u64,
 }
@@ -65,7 +67,9 @@ impl Runtime {
                 timeout: ep.timeout,
             });
         }
+        let limits = crate::limits::Limits::compile(&config, previous.map(|p| &p.limits));
         Ok(Runtime {
+            limits,
             config,
             router,
             endpoints,

@@ -81,6 +81,9 @@ pub struct FileConfig {
     pub backends: BTreeMap<String, BackendFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+    /// Service-wide rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
     // --- upstream resilience (issue 5) ---
     /// Resolver used by `dns`/`dns_srv` discovery; default the system's.
     #[serde(default)]
@@ -146,6 +149,12 @@ pub struct BackendFile {
     /// HTTPS upstream (see config/tls.rs).
     #[serde(default)]
     pub tls: Option<super::tls::BackendTlsFile>,
+    /// One bucket for this backend (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::BackendRateLimitFile>,
+    /// Bound on in-flight requests to this backend.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
     // --- upstream resilience (issue 5) ---
     /// `consistent_hash` key: `ip` (client address) or a header name.
     #[serde(default)]
@@ -252,6 +261,9 @@ pub struct EndpointFile {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// This endpoint's rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `endpoints[2].timeout: must be > 0`.
 
 pub mod file;
+pub mod limits;
 pub mod tls;
 pub mod validate;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    /// Rate limits and backend concurrency bounds (service, per endpoint, per backend).
+    pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
     pub dns: Option<DnsConfig>,
 }

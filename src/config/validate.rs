@@ -208,6 +208,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    let limits = super::limits::validate(f, &mut e.0);
     let dns = dns_config(&mut e, f.dns.as_ref());
 
     if e.0.is_empty() {
@@ -216,6 +217,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             demo,
             backends,
             endpoints,
+            limits,
             dns,
         };
         // Route conflicts are found by building the router once.

@@ -37,6 +37,8 @@ enum Routed {
     To {
         endpoint: usize,
         uri: Option<String>,
+        /// The client key of a `param` rate-limit strategy (src/limits).
+        limit_key: Option<crate::limits::local::Key>,
     },
     Reject(Reason, Option<String>),
 }
@@ -50,6 +52,7 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
     match rt.router.find(&norm, &req.method) {
         Match::Found { endpoint, params } => {
             let ep = &rt.endpoints[endpoint];
+            let limit_key = rt.limits.param_key(endpoint, &params);
             let changed = matches!(norm, std::borrow::Cow::Owned(_));
             let uri = if ep.rewrite.is_some() || changed {
                 let mut s = String::with_capacity(norm.len() + 16);
@@ -65,7 +68,11 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
             } else {
                 None
             };
-            Routed::To { endpoint, uri }
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            }
         }
         Match::MethodNotAllowed { allow } => {
             Routed::Reject(Reason::MethodNotAllowed, Some(allow.to_string()))
@@ -76,6 +83,21 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
 
 fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+/// The client address the limits key on: the TCP peer for now. The one place to switch to
+/// the trusted-proxy resolution (`ctx.client_ip`) when it lands.
+fn client_ip(session: &Session, _ctx: &Ctx) -> Option<std::net::IpAddr> {
+    client_addr(session).map(|a| a.ip())
+}
+
+/// The Retry-After and RateLimit headers of a response made by gatehouse.
+fn limit_extra<'a>(ctx: &Ctx, headers: &'a Option<(String, String)>) -> Extra<'a> {
+    Extra {
+        retry_after: ctx.retry_after,
+        ratelimit: headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str())),
+        ..Default::default()
+    }
 }
 
 #[async_trait]
@@ -96,11 +118,33 @@ impl ProxyHttp for Gatehouse {
             return Ok(true);
         }
         match routed {
-            Routed::To { endpoint, uri } => {
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            } => {
                 ctx.endpoint = Some(endpoint);
                 ctx.upstream_uri = uri;
                 let timeout = ctx.endpoint().map(|e| e.timeout).unwrap_or_default();
                 ctx.deadline = ctx.start + timeout;
+                // --- rate limits (src/limits), SPEC §3 step 5 ---
+                let ip = client_ip(session, ctx);
+                let now = crate::limits::bucket::now_ns(ctx.start);
+                if let Some(rt) = ctx.rt.as_deref() {
+                    let req = session.req_header();
+                    let checked = rt
+                        .limits
+                        .check_request(endpoint, req, ip, limit_key, now, &mut ctx.limits)
+                        .await;
+                    if let Err(rej) = checked {
+                        ctx.reason = Some(rej.reason);
+                        ctx.retry_after = Some(rej.retry_after);
+                        let headers = ctx.limits.headers();
+                        respond::send(session, rej.reason, &limit_extra(ctx, &headers)).await?;
+                        return Ok(true);
+                    }
+                }
+                // --- end rate limits ---
                 Ok(false)
             }
             Routed::Reject(reason, info) => {
@@ -122,7 +166,9 @@ impl ProxyHttp for Gatehouse {
     }
 
     /// The backend's gate (issue 5): a healthy host must exist, then the circuit breaker must
-    /// admit the request. Rejections are answered here, so the client connection stays alive.
+    /// admit the request; then the backend's limits (src/limits): max_concurrent, then its
+    /// bucket (SPEC §3 step 6). Rejections are answered here, so the client connection stays
+    /// alive.
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let gate = match ctx.endpoint() {
             Some(ep) => ep.backend.gate(Instant::now(), clock::now_ms()),
@@ -130,8 +176,23 @@ impl ProxyHttp for Gatehouse {
         };
         let (reason, retry_after) = match gate {
             Gate::Go(pass) => {
-                ctx.breaker = pass;
-                return Ok(true);
+                // --- backend limits (src/limits) ---
+                let limited = match (ctx.rt.as_deref(), ctx.endpoint) {
+                    (Some(rt), Some(i)) => {
+                        let now = crate::limits::bucket::now_ns(ctx.start);
+                        rt.limits.check_backend(i, now, &mut ctx.limits).err()
+                    }
+                    _ => None,
+                };
+                match limited {
+                    // the breaker's pass is dropped unreported: a probe slot is released
+                    Some(rej) => (rej.reason, rej.retry_after),
+                    None => {
+                        ctx.breaker = pass;
+                        return Ok(true);
+                    }
+                }
+                // --- end backend limits ---
             }
             Gate::NoHost => (Reason::NoHealthyHost, 1),
             Gate::Open { retry_after } => {
@@ -140,11 +201,8 @@ impl ProxyHttp for Gatehouse {
         };
         ctx.reason = Some(reason);
         ctx.retry_after = Some(retry_after);
-        let extra = Extra {
-            retry_after: Some(retry_after),
-            ..Default::default()
-        };
-        respond::send(session, reason, &extra).await?;
+        let headers = ctx.limits.headers();
+        respond::send(session, reason, &limit_extra(ctx, &headers)).await?;
         Ok(false)
     }
 
@@ -279,6 +337,20 @@ impl ProxyHttp for Gatehouse {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // --- RateLimit headers (src/limits) ---
+        if let Some((policy, state)) = ctx.limits.headers() {
+            response.insert_header("ratelimit-policy", policy)?;
+            response.insert_header("ratelimit", state)?;
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let reason = match e.etype() {
             ErrorType::HTTPStatus(code) => ctx.reason.unwrap_or(match code {
@@ -325,11 +397,10 @@ impl ProxyHttp for Gatehouse {
                 can_reuse_downstream: false,
             };
         }
-        let extra = Extra {
-            retry_after: ctx.retry_after,
-            ..Default::default()
-        };
-        let ok = respond::send(session, reason, &extra).await.is_ok();
+        let headers = ctx.limits.headers();
+        let ok = respond::send(session, reason, &limit_extra(ctx, &headers))
+            .await
+            .is_ok();
         FailToProxy {
             error_code: reason.status(),
             // A body cut by max_body_size is not drained: close after the 413.

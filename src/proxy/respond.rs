@@ -19,6 +19,12 @@ pub enum Reason {
     Internal,
     BodyTooLarge,
     RedirectHttps,
+    // --- rate limits (src/limits) ---
+    ClientRateLimit,
+    ServiceRateLimit,
+    EndpointRateLimit,
+    BackendRateLimit,
+    BackendMaxConcurrent,
 }
 
 impl Reason {
@@ -36,6 +42,11 @@ impl Reason {
             Reason::Internal => "internal",
             Reason::BodyTooLarge => "body_too_large",
             Reason::RedirectHttps => "redirect_https",
+            Reason::ClientRateLimit => "client_rate_limit",
+            Reason::ServiceRateLimit => "service_rate_limit",
+            Reason::EndpointRateLimit => "endpoint_rate_limit",
+            Reason::BackendRateLimit => "backend_rate_limit",
+            Reason::BackendMaxConcurrent => "backend_max_concurrent",
         }
     }
 
@@ -50,6 +61,11 @@ impl Reason {
             Reason::Internal => 500,
             Reason::BodyTooLarge => 413,
             Reason::RedirectHttps => 308,
+            Reason::ClientRateLimit => 429,
+            Reason::ServiceRateLimit
+            | Reason::EndpointRateLimit
+            | Reason::BackendRateLimit
+            | Reason::BackendMaxConcurrent => 503,
         }
     }
 
@@ -66,6 +82,11 @@ impl Reason {
             Reason::Internal => "Internal error",
             Reason::BodyTooLarge => "Request body too large",
             Reason::RedirectHttps => "Use HTTPS",
+            Reason::ClientRateLimit => "Too many requests from this client",
+            Reason::ServiceRateLimit => "The service's request rate limit is reached",
+            Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
+            Reason::BackendRateLimit => "The backend's request rate limit is reached",
+            Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
         }
     }
 }
@@ -78,6 +99,8 @@ pub struct Extra<'a> {
     pub detail: Option<&'a str>,
     /// `Location` of a redirect.
     pub location: Option<&'a str>,
+    /// `RateLimit-Policy` and `RateLimit` values (src/limits).
+    pub ratelimit: Option<(&'a str, &'a str)>,
 }
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
@@ -121,7 +144,7 @@ fn escape_json_into(s: &str, out: &mut String) {
 
 /// Builds the response header of a problem.
 pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(reason.status(), Some(4))?;
+    let mut h = ResponseHeader::build(reason.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
     if let Some(a) = extra.allow {
@@ -132,6 +155,10 @@ pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<
     }
     if let Some(r) = extra.retry_after {
         h.insert_header("retry-after", r.to_string())?;
+    }
+    if let Some((policy, state)) = extra.ratelimit {
+        h.insert_header("ratelimit-policy", policy)?;
+        h.insert_header("ratelimit", state)?;
     }
     Ok(h)
 }
