@@ -410,6 +410,64 @@ fn websocket_survives_an_early_101() {
     }
 }
 
+/// The upgrade request goes through routing, filters and limits like any request.
+#[test]
+fn websocket_upgrades_meet_routing_and_limits() {
+    let upstream = ws_echo_upstream();
+    let yaml = format!(
+        r#"version: 1
+server:
+  listen: ["LISTEN"]
+  admin: {{ listen: "ADMIN" }}
+  pid_file: TMPDIR/gatehouse.pid
+  upgrade_sock: TMPDIR/upgrade.sock
+backends:
+  app:
+    discovery: {{ static: ["{upstream}"] }}
+endpoints:
+  - path: /ws
+    backend: app
+    methods: [GET]
+    rate_limit: {{ client_max_rate: 1, client_capacity: 1, every: 1h }}
+"#
+    );
+    let g = Gatehouse::start(&yaml);
+    let ws = |path: &str| {
+        let stream = std::net::TcpStream::connect(g.addr).unwrap();
+        let url = format!("ws://{}{path}", g.addr);
+        match tungstenite::client(url.as_str(), stream) {
+            Ok((ws, resp)) => Ok((ws, resp.status().as_u16())),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                Err(r.status().as_u16())
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(ws("/elsewhere").err(), Some(404));
+    let (socket, status) = ws("/ws").expect("the first upgrade passes");
+    assert_eq!(status, 101);
+    ws_roundtrips(socket, 1);
+    // The client's bucket is empty: the next upgrade is refused before any upstream.
+    assert_eq!(ws("/ws").err(), Some(429));
+}
+
+#[test]
+fn http2_off_offers_only_http1() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let certs = Certs::new();
+    let ca = certs.ca();
+    let g = Gatehouse::start(&config(
+        &up.addr.to_string(),
+        &certs.block("    http2: false\n"),
+        "",
+    ));
+    let tls = ClientTls::new("a.test", &ca);
+    let err = h2_request(g.tls_addr, &tls, "GET", "/", b"").unwrap_err();
+    assert!(err.contains("did not select h2"), "{err}");
+    let mut c = TlsConn::open(g.tls_addr, &tls).unwrap();
+    assert_eq!(c.get("/h1").unwrap().status, 200);
+}
+
 #[test]
 fn websocket_over_tls() {
     let upstream = ws_echo_upstream();
