@@ -4,8 +4,8 @@
 mod common;
 
 use common::tls::{
-    early_101_upstream, h2_request, ws_echo_upstream, ClientTls, Issued, Pki, TlsConn, TlsUpstream,
-    WS_KEY,
+    early_101_upstream, h2_request, h2_request_with, ws_echo_upstream, ClientTls, Issued, Pki,
+    TlsConn, TlsUpstream, WS_KEY,
 };
 use common::{Behaviour, Conn, Gatehouse, MockUpstream};
 use pingora::tls::ssl::SslVersion;
@@ -175,6 +175,13 @@ fn h2_and_h1_over_tls_share_the_request_path() {
     assert_eq!(status, 413);
     assert_eq!(headers["content-type"], "application/problem+json");
     assert!(String::from_utf8_lossy(&body).contains("body_too_large"));
+    // A streamed h2 body without a declared length is counted and cut.
+    let (status, _, body) =
+        h2_request_with(g.tls_addr, &tls, "POST", "/streamed", &[b'x'; 4096], false).unwrap();
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) =
+        h2_request_with(g.tls_addr, &tls, "POST", "/small", &[b'x'; 600], false).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
     // h1 over TLS when the client offers only http/1.1.
     let h1 = ClientTls {

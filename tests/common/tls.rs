@@ -203,6 +203,19 @@ pub fn h2_request(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
+    h2_request_with(addr, tls, method, path, body, true)
+}
+
+/// Like `h2_request`; without `content_length` the body is streamed in 512-byte DATA frames
+/// with no declared length.
+pub fn h2_request_with(
+    addr: SocketAddr,
+    tls: &ClientTls<'_>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    content_length: bool,
+) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -235,7 +248,7 @@ pub fn h2_request(
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("https://{}{path}", tls.sni));
-        if !body.is_empty() {
+        if !body.is_empty() && content_length {
             req = req.header("content-length", body.len().to_string());
         }
         let req = req.body(()).map_err(|e| e.to_string())?;
@@ -243,9 +256,16 @@ pub fn h2_request(
         let (resp, mut send) = client
             .send_request(req, body.is_empty())
             .map_err(|e| e.to_string())?;
-        if !body.is_empty() {
-            send.send_data(bytes::Bytes::copy_from_slice(body), true)
-                .map_err(|e| e.to_string())?;
+        let chunks: Vec<&[u8]> = body.chunks(512).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            // A refused stream may stop taking data: the answer tells what happened.
+            if send
+                .send_data(bytes::Bytes::copy_from_slice(c), last)
+                .is_err()
+            {
+                break;
+            }
         }
         let resp = resp.await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
