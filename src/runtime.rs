@@ -19,6 +19,8 @@ pub struct Runtime {
     pub router: Router,
     pub endpoints: Vec<Endpoint>,
     pub backends: BTreeMap<String, Arc<Backend>>,
+    /// Client address resolution and the security chains (service-wide, per endpoint).
+    pub filters: crate::filters::Filters,
     /// 1 for the first config, +1 for each successful reload.
     pub generation: u64,
 }
@@ -64,7 +66,9 @@ impl Runtime {
                 timeout: ep.timeout,
             });
         }
+        let filters = crate::filters::Filters::compile(&config, previous.map(|p| &p.filters))?;
         Ok(Runtime {
+            filters,
             config,
             router,
             endpoints,

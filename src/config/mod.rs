@@ -4,6 +4,7 @@
 //! `endpoints[2].timeout: must be > 0`.
 
 pub mod file;
+pub mod security;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,10 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    // request filters
+    pub client_ip: security::ClientIpConfig,
+    pub geoip: Option<security::GeoipConfig>,
+    pub security: security::SecurityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +116,8 @@ pub struct EndpointConfig {
     pub backend: String,
     pub rewrite: Option<String>,
     pub timeout: Duration,
+    /// Filters of this endpoint, added to the service-wide ones.
+    pub security: security::SecurityConfig,
 }
 
 /// Parses YAML text into a validated `Config`.

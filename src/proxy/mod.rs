@@ -70,6 +70,43 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
     }
 }
 
+/// SPEC §3 steps 1-4: client address, service-wide filters, route, endpoint filters.
+/// Returns the resolved client address with the routing (or rejection) decision.
+fn admit(
+    rt: &crate::runtime::Runtime,
+    req: &RequestHeader,
+    peer: Option<std::net::IpAddr>,
+) -> (Option<std::net::IpAddr>, Routed) {
+    use crate::filters::{Decision, Subject};
+    let f = &rt.filters;
+    let client = peer.map(|p| f.client_ip.resolve(p, &req.headers));
+    let ua = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .map(|v| v.as_bytes());
+    let mut subject = Subject::new(client, ua, f.geo.as_deref());
+    if let Decision::Reject(r) = f.service.check(&mut subject) {
+        return (client, Routed::Reject(rejected(r), None));
+    }
+    let routed = route_request(rt, req);
+    if let Routed::To { endpoint, .. } = &routed {
+        if let Some(Decision::Reject(r)) = f.endpoints.get(*endpoint).map(|c| c.check(&mut subject))
+        {
+            return (client, Routed::Reject(rejected(r), None));
+        }
+    }
+    (client, routed)
+}
+
+fn rejected(r: crate::filters::Rejected) -> Reason {
+    use crate::filters::Rejected as R;
+    match r {
+        R::IpFilter => Reason::IpFilter,
+        R::Geofence => Reason::Geofence,
+        R::BotDetector => Reason::BotDetector,
+    }
+}
+
 fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
 }
@@ -85,7 +122,9 @@ impl ProxyHttp for Gatehouse {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.shared.load_full();
         ctx.start = Instant::now();
-        let routed = route_request(&rt, session.req_header());
+        let peer = client_addr(session).map(|a| a.ip());
+        let (client, routed) = admit(&rt, session.req_header(), peer);
+        ctx.client_ip = client;
         ctx.rt = Some(rt);
         match routed {
             Routed::To { endpoint, uri } => {
@@ -180,15 +219,25 @@ impl ProxyHttp for Gatehouse {
             upstream.set_uri(parsed);
         }
         if let Some(peer) = client_addr(session) {
-            let ip = peer.ip().to_string();
+            // A trusted proxy's X-Forwarded-For is kept and our peer appended; an untrusted
+            // peer's is replaced by the peer alone, so upstreams never see a forged chain.
+            let peer = crate::filters::ip::canonical(peer.ip());
+            let trusted = ctx
+                .rt
+                .as_ref()
+                .is_some_and(|rt| rt.filters.client_ip.is_trusted(peer));
+            let ip = peer.to_string();
             let xff = match upstream.headers.get("x-forwarded-for") {
-                Some(prev) => match prev.to_str() {
+                Some(prev) if trusted => match prev.to_str() {
                     Ok(p) if !p.trim().is_empty() => format!("{p}, {ip}"),
                     _ => ip,
                 },
-                None => ip,
+                _ => ip,
             };
             upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        if let Some(rt) = ctx.rt.as_ref() {
+            crate::filters::geo_headers(&rt.filters, ctx.client_ip, upstream)?;
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
         if let Some(h) = ctx
@@ -289,8 +338,10 @@ impl ProxyHttp for Gatehouse {
             .unwrap_or(true);
         if access {
             let req = session.req_header();
-            let client = client_addr(session)
-                .map(|a| a.ip().to_string())
+            let client = ctx
+                .client_ip
+                .or_else(|| client_addr(session).map(|a| a.ip()))
+                .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "-".into());
             let upstream = ctx
                 .tried

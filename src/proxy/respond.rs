@@ -16,6 +16,9 @@ pub enum Reason {
     UpstreamTimeout,
     EndpointTimeout,
     Internal,
+    IpFilter,
+    Geofence,
+    BotDetector,
 }
 
 impl Reason {
@@ -30,6 +33,9 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::EndpointTimeout => "endpoint_timeout",
             Reason::Internal => "internal",
+            Reason::IpFilter => "ip_filter",
+            Reason::Geofence => "geofence",
+            Reason::BotDetector => "bot_detector",
         }
     }
 
@@ -42,6 +48,7 @@ impl Reason {
             Reason::BadGateway => 502,
             Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
             Reason::Internal => 500,
+            Reason::IpFilter | Reason::Geofence | Reason::BotDetector => 403,
         }
     }
 
@@ -55,6 +62,9 @@ impl Reason {
             Reason::UpstreamTimeout => "Upstream did not answer in time",
             Reason::EndpointTimeout => "The endpoint's time budget is spent",
             Reason::Internal => "Internal error",
+            Reason::IpFilter => "Client address not allowed",
+            Reason::Geofence => "Client location not allowed",
+            Reason::BotDetector => "Automated client not allowed",
         }
     }
 }
