@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CONFIG ?= conf/gatehouse.yaml
 
-.PHONY: run test deps test-deps build release lint bench fmt
+.PHONY: run test deps test-deps build release lint bench fmt fuzz
 
 deps:
 	@command -v cmake >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq cmake; }
@@ -23,3 +23,12 @@ test: test-deps
 bench: build
 	cargo bench
 	benches/compare.sh
+
+# Fuzzing (not part of CI): each target runs for FUZZ_SECONDS. Needs cargo-fuzz; the stable
+# toolchain is used with RUSTC_BOOTSTRAP for the sanitizer flags.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in $$(cargo fuzz list); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

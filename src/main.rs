@@ -39,6 +39,11 @@ fn main() {
             "-u" | "--upgrade" => opts.upgrade = true,
             "-t" | "--test" => opts.test = true,
             "--nocapture" => {}
+            // Lets the test harness check that the binary was built from its own checkout.
+            "--manifest-dir" => {
+                println!("{}", env!("CARGO_MANIFEST_DIR"));
+                exit(0);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 exit(0);
@@ -62,6 +67,14 @@ fn main() {
         }
     };
     if check {
+        // What only compiling finds: the GeoIP database, the bot pattern set's size.
+        if let Err(errs) = gatehouse::filters::Filters::compile(&cfg, None) {
+            eprintln!("{}: invalid config:", opts.config_path.display());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            exit(1);
+        }
         println!("{}: ok", opts.config_path.display());
         exit(0);
     }

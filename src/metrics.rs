@@ -3,7 +3,7 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -16,6 +16,8 @@ pub struct Metrics {
     /// result = ok | error
     pub reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    /// backend = name; 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -49,6 +51,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "gatehouse_config_generation",
         "Generation of the running config (1 at start, +1 per successful reload)",
     )?;
+    let breaker_state = IntGaugeVec::new(
+        Opts::new(
+            "gatehouse_breaker_state",
+            "Circuit breaker state by backend: 0 closed, 1 half-open, 2 open",
+        ),
+        &["backend"],
+    )?;
+    registry.register(Box::new(breaker_state.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(rejections.clone()))?;
     registry.register(Box::new(upstream_latency.clone()))?;
@@ -61,6 +71,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_latency,
         reloads,
         config_generation,
+        breaker_state,
     })
 }
 

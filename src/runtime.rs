@@ -38,11 +38,12 @@ impl Runtime {
         let router = Router::build(&config.endpoints)?;
         let mut backends = BTreeMap::new();
         for (name, cfg) in &config.backends {
-            let reused = previous
-                .and_then(|p| p.backends.get(name))
-                .filter(|b| b.cfg == *cfg)
-                .cloned();
-            let b = reused.unwrap_or_else(|| Arc::new(Backend::new(name, cfg.clone())));
+            let prev = previous.and_then(|p| p.backends.get(name));
+            let reused = prev.filter(|b| b.cfg == *cfg).cloned();
+            // A changed backend still inherits host health (and discovered hosts).
+            let b = reused.unwrap_or_else(|| {
+                Arc::new(Backend::new_after(name, cfg.clone(), prev.map(|b| &**b)))
+            });
             backends.insert(name.clone(), b);
         }
         let mut endpoints = Vec::with_capacity(config.endpoints.len());

@@ -93,6 +93,12 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         server.add_service(svc);
     }
     server.add_service(background_service(
+        "upstreams",
+        crate::upstream::service::UpstreamService {
+            shared: shared.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "reload",
         ReloadService {
             path: opts.config_path.clone(),

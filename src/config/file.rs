@@ -88,6 +88,10 @@ pub struct FileConfig {
     pub geoip: Option<super::security::GeoipFile>,
     #[serde(default)]
     pub security: Option<super::security::SecurityFile>,
+    // --- upstream resilience (issue 5) ---
+    /// Resolver used by `dns`/`dns_srv` discovery; default the system's.
+    #[serde(default)]
+    pub dns: Option<DnsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -104,6 +108,8 @@ pub struct ServerFile {
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub access_log: Option<bool>,
+    #[serde(default)]
+    pub header_read_timeout: Option<Dur>,
     #[serde(default)]
     pub pid_file: Option<String>,
     #[serde(default)]
@@ -138,6 +144,14 @@ pub struct BackendFile {
     /// Host header sent upstream; by default the client's Host is passed through.
     #[serde(default)]
     pub host_header: Option<String>,
+    // --- upstream resilience (issue 5) ---
+    /// `consistent_hash` key: `ip` (client address) or a header name.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -145,7 +159,72 @@ pub struct BackendFile {
 pub struct DiscoveryFile {
     #[serde(default, rename = "static")]
     pub static_hosts: Option<Vec<String>>,
+    // --- upstream resilience (issue 5) ---
+    #[serde(default)]
+    pub dns: Option<DnsDiscoveryFile>,
+    #[serde(default)]
+    pub dns_srv: Option<SrvDiscoveryFile>,
 }
+
+// --- upstream resilience (issue 5) ---
+
+/// `discovery.dns`: A/AAAA records of `name`, each on `port`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscoveryFile {
+    pub name: String,
+    pub port: u16,
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+}
+
+/// `discovery.dns_srv`: SRV records of `name` (targets resolved to A/AAAA).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SrvDiscoveryFile {
+    pub name: String,
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
+    #[serde(default)]
+    pub healthy_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub max_errors: Option<u32>,
+    #[serde(default)]
+    pub log_status_change: Option<bool>,
+}
+
+/// Top-level `dns`: the resolver of DNS discovery.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    #[serde(default)]
+    pub nameservers: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+// --- end upstream resilience ---
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

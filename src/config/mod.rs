@@ -74,6 +74,8 @@ pub struct Config {
     pub client_ip: security::ClientIpConfig,
     pub geoip: Option<security::GeoipConfig>,
     pub security: security::SecurityConfig,
+    /// Resolver of DNS discovery (`None` = the system's).
+    pub dns: Option<DnsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
+    pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
 }
@@ -92,13 +95,17 @@ pub struct ServerConfig {
 pub enum Balance {
     RoundRobin,
     Random,
+    ConsistentHash,
 }
 
 /// A backend's settings; equality decides whether its runtime state survives a reload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    pub hosts: Vec<SocketAddr>,
+    pub discovery: Discovery,
     pub balance: Balance,
+    pub hash_key: HashKey,
+    pub health_check: Option<HealthCheckConfig>,
+    pub circuit_breaker: Option<BreakerConfig>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
@@ -107,6 +114,61 @@ pub struct BackendConfig {
     pub retries: u32,
     pub host_header: Option<String>,
 }
+
+// --- upstream resilience (issue 5) ---
+
+/// Where a backend's hosts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    Static(Vec<SocketAddr>),
+    /// A/AAAA records of `name`, every `refresh`.
+    Dns {
+        name: String,
+        port: u16,
+        refresh: Duration,
+    },
+    /// SRV records of `name` (lowest priority, weights), every `refresh`.
+    DnsSrv {
+        name: String,
+        refresh: Duration,
+    },
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// A request header; the client address when the header is absent.
+    Header(http::HeaderName),
+}
+
+/// Active HTTP health checks of each host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+/// The backend's circuit breaker (all its hosts together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_errors: u32,
+    pub log_status_change: bool,
+}
+
+/// Top-level `dns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Empty = the system's resolvers (resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+// --- end upstream resilience ---
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
@@ -122,10 +184,18 @@ pub struct EndpointConfig {
 
 /// Parses YAML text into a validated `Config`.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let file: file::FileConfig = serde_yaml::from_str(text).map_err(|e| {
-        // serde_yaml puts the YAML path first ("endpoints[0]: unknown field ..."),
-        // so the message already names the key.
-        ConfigError::new("", e.to_string())
+    let de = serde_yaml::Deserializer::from_str(text);
+    let file: file::FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        // The path of the failing key (e.g. `endpoints[2].timeout`), then serde_yaml's
+        // message, which ends with the line and column.
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let msg = match inner.split_once(": ") {
+            // serde_yaml may prefix its own (shorter) path; keep only the message.
+            Some((p, rest)) if !p.contains(' ') => rest.to_string(),
+            _ => inner,
+        };
+        ConfigError::new(if path == "." { String::new() } else { path }, msg)
     })?;
     validate::validate(&file)
 }

@@ -5,6 +5,7 @@ use super::file::*;
 use super::*;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ: Duration = Duration::from_secs(5);
@@ -82,6 +83,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .and_then(|a| e.addr("server.admin.listen", &a.listen)),
         access_log: s.access_log.unwrap_or(true),
+        header_read_timeout: e.positive(
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
         pid_file: s
             .pid_file
             .clone()
@@ -100,36 +106,14 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let mut backends = BTreeMap::new();
     for (name, b) in &f.backends {
         let p = format!("backends.{name}");
-        let hosts: Vec<SocketAddr> = match &b.discovery.static_hosts {
-            Some(list) if list.is_empty() => {
-                e.push(format!("{p}.discovery.static"), "needs at least one host");
-                Vec::new()
-            }
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| e.addr(&format!("{p}.discovery.static[{i}]"), h))
-                .collect(),
-            None => {
-                e.push(format!("{p}.discovery"), "needs one of: static");
-                Vec::new()
-            }
-        };
-        let balance = match b.balance.as_deref() {
-            None | Some("round_robin") => Balance::RoundRobin,
-            Some("random") => Balance::Random,
-            Some(other) => {
-                e.push(
-                    format!("{p}.balance"),
-                    format!("unknown balance {other:?} (expected round_robin or random)"),
-                );
-                Balance::RoundRobin
-            }
-        };
+        let up = upstream_parts(&mut e, &p, b);
         let t = &b.timeouts;
         let cfg = BackendConfig {
-            hosts,
-            balance,
+            discovery: up.discovery,
+            balance: up.balance,
+            hash_key: up.hash_key,
+            health_check: up.health_check,
+            circuit_breaker: up.circuit_breaker,
             connect_timeout: e.positive(
                 &format!("{p}.timeouts.connect"),
                 t.connect,
@@ -221,6 +205,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    let dns = dns_config(&mut e, f.dns.as_ref());
+
     if e.0.is_empty() {
         let cfg = Config {
             server,
@@ -230,6 +216,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             client_ip,
             geoip,
             security,
+            dns,
         };
         // Route conflicts are found by building the router once.
         crate::proxy::route::Router::build(&cfg.endpoints)?;
@@ -238,6 +225,196 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         Err(ConfigErrors(e.0))
     }
 }
+
+// --- upstream resilience (issue 5) ---
+
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The parts of a backend that issue 5 adds: discovery, balancing, health, breaker.
+struct UpstreamParts {
+    discovery: Discovery,
+    balance: Balance,
+    hash_key: HashKey,
+    health_check: Option<HealthCheckConfig>,
+    circuit_breaker: Option<BreakerConfig>,
+}
+
+fn upstream_parts(e: &mut Errs, p: &str, b: &BackendFile) -> UpstreamParts {
+    let d = &b.discovery;
+    let given = [
+        d.static_hosts.is_some(),
+        d.dns.is_some(),
+        d.dns_srv.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if given > 1 {
+        e.push(
+            format!("{p}.discovery"),
+            "give exactly one of: static, dns, dns_srv",
+        );
+    }
+    let discovery = if let Some(list) = &d.static_hosts {
+        if list.is_empty() {
+            e.push(format!("{p}.discovery.static"), "needs at least one host");
+        }
+        Discovery::Static(
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, h)| e.addr(&format!("{p}.discovery.static[{i}]"), h))
+                .collect(),
+        )
+    } else if let Some(dns) = &d.dns {
+        let q = format!("{p}.discovery.dns");
+        check_dns_name(e, &format!("{q}.name"), &dns.name);
+        if dns.port == 0 {
+            e.push(format!("{q}.port"), "must be > 0");
+        }
+        Discovery::Dns {
+            name: dns.name.clone(),
+            port: dns.port,
+            refresh: e.positive(&format!("{q}.refresh"), dns.refresh, DEFAULT_REFRESH),
+        }
+    } else if let Some(srv) = &d.dns_srv {
+        let q = format!("{p}.discovery.dns_srv");
+        check_dns_name(e, &format!("{q}.name"), &srv.name);
+        Discovery::DnsSrv {
+            name: srv.name.clone(),
+            refresh: e.positive(&format!("{q}.refresh"), srv.refresh, DEFAULT_REFRESH),
+        }
+    } else {
+        e.push(
+            format!("{p}.discovery"),
+            "needs one of: static, dns, dns_srv",
+        );
+        Discovery::Static(Vec::new())
+    };
+    let balance = match b.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("random") => Balance::Random,
+        Some("consistent_hash") => Balance::ConsistentHash,
+        Some(other) => {
+            e.push(
+                format!("{p}.balance"),
+                format!(
+                    "unknown balance {other:?} (expected round_robin, random or consistent_hash)"
+                ),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let hash_key = match b.hash_key.as_deref() {
+        None | Some("ip") => HashKey::ClientIp,
+        Some(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => HashKey::Header(name),
+            Err(_) => {
+                e.push(
+                    format!("{p}.hash_key"),
+                    format!("{h:?} is neither `ip` nor a valid header name"),
+                );
+                HashKey::ClientIp
+            }
+        },
+    };
+    if b.hash_key.is_some() && balance != Balance::ConsistentHash {
+        e.push(
+            format!("{p}.hash_key"),
+            "only used with balance: consistent_hash",
+        );
+    }
+    let health_check = b.health_check.as_ref().map(|h| {
+        let q = format!("{p}.health_check");
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.parse::<http::Uri>().is_err() {
+            e.push(
+                format!("{q}.path"),
+                format!("{path:?} must be a path starting with '/'"),
+            );
+        }
+        let mut count = |key: &str, v: Option<u32>| match v {
+            Some(0) => {
+                e.push(format!("{q}.{key}"), "must be >= 1");
+                1
+            }
+            Some(n) => n,
+            None => key_default(key),
+        };
+        let unhealthy_after = count("unhealthy_after", h.unhealthy_after);
+        let healthy_after = count("healthy_after", h.healthy_after);
+        HealthCheckConfig {
+            path,
+            interval: e.positive(&format!("{q}.interval"), h.interval, Duration::from_secs(5)),
+            timeout: e.positive(&format!("{q}.timeout"), h.timeout, Duration::from_secs(1)),
+            unhealthy_after,
+            healthy_after,
+        }
+    });
+    let circuit_breaker = b.circuit_breaker.as_ref().map(|c| {
+        let q = format!("{p}.circuit_breaker");
+        BreakerConfig {
+            interval: e.positive(
+                &format!("{q}.interval"),
+                c.interval,
+                Duration::from_secs(60),
+            ),
+            timeout: e.positive(&format!("{q}.timeout"), c.timeout, Duration::from_secs(10)),
+            max_errors: c.max_errors.unwrap_or(5),
+            log_status_change: c.log_status_change.unwrap_or(true),
+        }
+    });
+    UpstreamParts {
+        discovery,
+        balance,
+        hash_key,
+        health_check,
+        circuit_breaker,
+    }
+}
+
+fn key_default(key: &str) -> u32 {
+    match key {
+        "unhealthy_after" => 3,
+        _ => 2,
+    }
+}
+
+fn check_dns_name(e: &mut Errs, path: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        });
+    if !ok {
+        e.push(path, format!("{name:?} is not a DNS name"));
+    }
+}
+
+fn dns_config(e: &mut Errs, d: Option<&DnsFile>) -> Option<DnsConfig> {
+    let d = d?;
+    let nameservers = d
+        .nameservers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            // A bare IP means port 53.
+            match a.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(SocketAddr::new(ip, 53)),
+                Err(_) => e.addr(&format!("dns.nameservers[{i}]"), a),
+            }
+        })
+        .collect();
+    Some(DnsConfig {
+        nameservers,
+        timeout: e.positive("dns.timeout", d.timeout, DEFAULT_DNS_TIMEOUT),
+    })
+}
+// --- end upstream resilience ---
 
 fn is_known_method(m: &http::Method) -> bool {
     use http::Method as M;

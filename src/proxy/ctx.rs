@@ -23,6 +23,10 @@ pub struct Ctx {
     pub client_ip: Option<std::net::IpAddr>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Retry-After (seconds) of that answer.
+    pub retry_after: Option<u64>,
+    /// Circuit-breaker admission, until the request's outcome is reported.
+    pub breaker: Option<crate::upstream::breaker::Pass>,
 }
 
 impl Ctx {
@@ -38,6 +42,8 @@ impl Ctx {
             upstream_start: None,
             reason: None,
             client_ip: None,
+            retry_after: None,
+            breaker: None,
         }
     }
 

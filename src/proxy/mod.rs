@@ -1,12 +1,15 @@
 //! The Pingora `ProxyHttp` implementation. It stays thin: each hook delegates to the modules
 //! that decide (routing, respond, upstream).
 
+pub mod conn;
 pub mod ctx;
 pub mod respond;
 pub mod route;
 
 use crate::metrics::metrics;
 use crate::runtime::Shared;
+use crate::upstream::backend::Gate;
+use crate::upstream::health::clock;
 use async_trait::async_trait;
 use ctx::Ctx;
 use log::{info, warn};
@@ -152,7 +155,34 @@ impl ProxyHttp for Gatehouse {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    /// The backend's gate (issue 5): a healthy host must exist, then the circuit breaker must
+    /// admit the request. Rejections are answered here, so the client connection stays alive.
+    async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let gate = match ctx.endpoint() {
+            Some(ep) => ep.backend.gate(Instant::now(), clock::now_ms()),
+            None => return Ok(true),
+        };
+        let (reason, retry_after) = match gate {
+            Gate::Go(pass) => {
+                ctx.breaker = pass;
+                return Ok(true);
+            }
+            Gate::NoHost => (Reason::NoHealthyHost, 1),
+            Gate::Open { retry_after } => {
+                (Reason::CircuitOpen, retry_after.as_secs_f64().ceil() as u64)
+            }
+        };
+        ctx.reason = Some(reason);
+        ctx.retry_after = Some(retry_after);
+        let extra = Extra {
+            retry_after: Some(retry_after),
+            ..Default::default()
+        };
+        respond::send(session, reason, &extra).await?;
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let now = Instant::now();
         let remaining = ctx.deadline.saturating_duration_since(now);
         let Some(ep) = ctx.endpoint() else {
@@ -169,13 +199,18 @@ impl ProxyHttp for Gatehouse {
             ));
         }
         let backend = ep.backend.clone();
-        let Some(addr) = backend.select(&ctx.tried) else {
+        // --- upstream resilience (issue 5): a healthy host (the gate ran in proxy_upstream_filter) ---
+        let mut ip_buf = [0u8; 16];
+        let key = hash_key(session, &backend.cfg.hash_key, &mut ip_buf);
+        let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {
             ctx.reason = Some(Reason::NoHealthyHost);
+            ctx.retry_after = Some(1);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no upstream host",
             ));
         };
+        // --- end upstream resilience ---
         ctx.tried.push(addr);
         let c = &backend.cfg;
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -196,10 +231,15 @@ impl ProxyHttp for Gatehouse {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let now_ms = clock::now_ms();
         let retry = ctx.endpoint().is_some_and(|ep| {
             let b = &ep.backend;
+            // Passive health: repeated connect failures eject the host for a while.
+            if let Some(addr) = ctx.tried.last() {
+                b.connect_failed(*addr, now_ms);
+            }
             (ctx.tried.len() as u32) <= b.cfg.retries
-                && b.has_untried(&ctx.tried)
+                && b.has_untried(&ctx.tried, now_ms)
                 && Instant::now() < ctx.deadline
         });
         e.set_retry(retry);
@@ -219,20 +259,16 @@ impl ProxyHttp for Gatehouse {
             upstream.set_uri(parsed);
         }
         if let Some(peer) = client_addr(session) {
-            // A trusted proxy's X-Forwarded-For is kept and our peer appended; an untrusted
-            // peer's is replaced by the peer alone, so upstreams never see a forged chain.
-            let peer = crate::filters::ip::canonical(peer.ip());
-            let trusted = ctx
-                .rt
-                .as_ref()
-                .is_some_and(|rt| rt.filters.client_ip.is_trusted(peer));
-            let ip = peer.to_string();
+            // Always appended (like nginx's $proxy_add_x_forwarded_for): the rightmost entry
+            // is the peer gatehouse saw, so an upstream that trusts gatehouse and walks the
+            // list right to left finds the same client as gatehouse did.
+            let ip = crate::filters::ip::canonical(peer.ip()).to_string();
             let xff = match upstream.headers.get("x-forwarded-for") {
-                Some(prev) if trusted => match prev.to_str() {
+                Some(prev) => match prev.to_str() {
                     Ok(p) if !p.trim().is_empty() => format!("{p}, {ip}"),
                     _ => ip,
                 },
-                _ => ip,
+                None => ip,
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
@@ -252,14 +288,23 @@ impl ProxyHttp for Gatehouse {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut pingora::http::ResponseHeader,
+        upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (Some(start), Some(ep)) = (ctx.upstream_start, ctx.endpoint()) {
+        let backend = ctx.endpoint().map(|e| e.backend.clone());
+        if let (Some(start), Some(backend)) = (ctx.upstream_start, backend) {
             metrics()
                 .upstream_latency
-                .with_label_values(&[ep.backend.name.as_str()])
+                .with_label_values(&[backend.name.as_str()])
                 .observe(start.elapsed().as_secs_f64());
+            // --- upstream resilience (issue 5): the host answered; 5xx is a breaker failure ---
+            if let Some(addr) = ctx.tried.last() {
+                backend.responded(*addr);
+            }
+            if let (Some(pass), Some(breaker)) = (ctx.breaker.take(), &backend.breaker) {
+                let ok = !upstream_response.status.is_server_error();
+                breaker.record(pass, ok, Instant::now());
+            }
         }
         Ok(())
     }
@@ -310,9 +355,11 @@ impl ProxyHttp for Gatehouse {
                 can_reuse_downstream: false,
             };
         }
-        let ok = respond::send(session, reason, &Extra::default())
-            .await
-            .is_ok();
+        let extra = Extra {
+            retry_after: ctx.retry_after,
+            ..Default::default()
+        };
+        let ok = respond::send(session, reason, &extra).await.is_ok();
         FailToProxy {
             error_code: reason.status(),
             can_reuse_downstream: ok,
@@ -320,10 +367,28 @@ impl ProxyHttp for Gatehouse {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // The next request on this connection gets a fresh header deadline.
+        conn::rearm(session.as_downstream().stream());
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        // --- upstream resilience (issue 5): an upstream error is a breaker failure; any
+        // other end without an outcome (client gone, no host) drops the pass, which frees a
+        // half-open probe slot.
+        if let Some(pass) = ctx.breaker.take() {
+            let failed = matches!(
+                ctx.reason,
+                Some(Reason::BadGateway | Reason::UpstreamTimeout | Reason::EndpointTimeout)
+            );
+            if let (true, Some(breaker)) = (
+                failed,
+                ctx.endpoint().and_then(|e| e.backend.breaker.as_ref()),
+            ) {
+                breaker.record(pass, false, Instant::now());
+            }
+        }
+        // --- end upstream resilience ---
         let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
         let m = metrics();
         let mut buf = itoa_buf(status);
@@ -369,6 +434,30 @@ impl ProxyHttp for Gatehouse {
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         // Rejections we made ourselves are logged (with their reason) by the access log.
         ctx.reason.is_some()
+    }
+}
+
+/// The consistent-hash key: the configured header, else the client address (`buf` holds it).
+fn hash_key<'a>(
+    session: &'a Session,
+    key: &crate::config::HashKey,
+    buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    if let crate::config::HashKey::Header(name) = key {
+        if let Some(v) = session.req_header().headers.get(name) {
+            return v.as_bytes();
+        }
+    }
+    match client_addr(session).map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(ip)) => {
+            buf[..4].copy_from_slice(&ip.octets());
+            &buf[..4]
+        }
+        Some(std::net::IpAddr::V6(ip)) => {
+            *buf = ip.octets();
+            &buf[..]
+        }
+        None => &[],
     }
 }
 

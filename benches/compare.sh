@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Compares gatehouse with nginx as reverse proxies on this machine, in one run.
+#
+#   benches/compare.sh                 # 10 s per target, 64 connections
+#   DURATION=20s CONNS=128 benches/compare.sh
+#
+# Targets (all on 127.0.0.1, one worker each): the upstream directly (an nginx returning a
+# small body), nginx as a plain proxy, gatehouse passthrough. Prints requests/s, p50, p99
+# and the CPU microseconds per request of each proxy process (utime+stime from /proc), and
+# the ratios to nginx. Installs oha (cargo) and nginx-light (apt) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+WORK=$(mktemp -d)
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+command -v oha >/dev/null || cargo install oha --locked
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+command -v cmake >/dev/null || apt-get install -y -qq cmake
+cargo build --release --quiet
+GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port); GHP=$(free_port)
+
+cat > "$WORK/upstream.conf" <<NGINX
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from upstream\n"; } }
+}
+NGINX
+
+cat > "$WORK/proxy.conf" <<NGINX
+worker_processes 1;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+NGINX
+
+cat > "$WORK/gatehouse.yaml" <<YAML
+version: 1
+server:
+  listen: ["127.0.0.1:$GHP"]
+  threads: 1
+  access_log: false
+  pid_file: $WORK/gh.pid
+  upgrade_sock: $WORK/gh.sock
+backends:
+  app:
+    discovery: { static: ["127.0.0.1:$UP"] }
+    max_idle_connections: 256
+endpoints:
+  - { path: "/{*rest}", backend: app }
+YAML
+
+nginx -c "$WORK/upstream.conf"
+nginx -c "$WORK/proxy.conf"
+RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
+echo $! > "$WORK/gatehouse.pid"
+for p in $UP $NGX $GHP; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
+done
+
+# CPU ticks (utime+stime) of a process and its children threads.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+proxy_pids() { # $1 = name
+  case $1 in
+    nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
+    gatehouse) cat "$WORK/gatehouse.pid" ;;
+    *) echo "" ;;
+  esac
+}
+HZ=$(getconf CLK_TCK)
+
+printf "%-12s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
+declare -A RPS CPU
+run() { # name port
+  local name=$1 port=$2 pids before=0 after=0
+  pids=$(proxy_pids "$name")
+  for p in $pids; do before=$((before + $(ticks "$p"))); done
+  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:$port/bench" > "$WORK/$name.json"
+  for p in $pids; do after=$((after + $(ticks "$p"))); done
+  python3 - "$WORK/$name.json" "$name" $((after - before)) "$HZ" <<'PY' > "$WORK/$name.line"
+import json, sys
+d = json.load(open(sys.argv[1])); name = sys.argv[2]; ticks = int(sys.argv[3]); hz = int(sys.argv[4])
+s = d["summary"]; lat = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values()) or 1
+rps = s["requestsPerSec"]
+cpu = (ticks / hz * 1e6 / total) if name != "upstream" else float("nan")
+print(f"{name} {rps:.0f} {lat['p50']*1000:.3f} {lat['p99']*1000:.3f} {cpu:.1f} {ok}/{total}")
+PY
+  read -r n rps p50 p99 cpu okc < "$WORK/$name.line"
+  printf "%-12s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
+  RPS[$name]=$rps; CPU[$name]=$cpu
+}
+run upstream "$UP"
+run nginx "$NGX"
+run gatehouse "$GHP"
+python3 - "${RPS[gatehouse]}" "${RPS[nginx]}" "${CPU[gatehouse]}" "${CPU[nginx]}" <<'PY'
+import sys
+g, n, gc, nc = map(float, sys.argv[1:])
+print(f"\ngatehouse/nginx: throughput x{g/n:.2f}, cpu per request x{gc/nc:.2f}")
+PY

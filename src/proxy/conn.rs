@@ -1,0 +1,318 @@
+//! Client connections: a total time limit on reading request headers (slowloris defence).
+//!
+//! Pingora bounds each *read* of a request header (60 s), so a client that dribbles one byte
+//! at a time can hold a connection for ever. `Edge` wraps the proxy application and gives each
+//! HTTP/1 connection a `HeaderDeadline` stream: from the moment a request is expected, its
+//! header must be complete (an empty line seen) within `server.header_read_timeout`, or the
+//! read fails and the connection is closed. On a kept-alive connection the `logging` hook
+//! re-arms it (`rearm`): the next request's header must then complete within the limit from
+//! its first byte (idle time between requests is bounded by Pingora's keep-alive timeout). HTTP/2 connections are not
+//! wrapped (h2 has its own framing and Pingora's h2 handshake timeouts).
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A client stream whose request headers must arrive within a deadline.
+pub struct HeaderDeadline {
+    inner: Stream,
+    limit: Duration,
+    /// `Some` while a request header is being waited for.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Consecutive line feeds seen (carriage returns ignored): 2 = end of the header.
+    newlines: u8,
+    /// Set by `rearm` when a request is finished and the next may start.
+    rearm: AtomicBool,
+    /// After a re-arm: the deadline starts with the next request's first byte (an idle
+    /// kept-alive connection is Pingora's keep-alive timeout's business).
+    waiting_first_byte: bool,
+}
+
+impl std::fmt::Debug for HeaderDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderDeadline")
+            .field("inner", &self.inner)
+            .field("armed", &self.sleep.is_some())
+            .finish()
+    }
+}
+
+impl HeaderDeadline {
+    pub fn new(inner: Stream, limit: Duration) -> Self {
+        HeaderDeadline {
+            inner,
+            limit,
+            sleep: Some(Box::pin(tokio::time::sleep(limit))),
+            newlines: 0,
+            rearm: AtomicBool::new(false),
+            waiting_first_byte: false,
+        }
+    }
+
+    /// Asks for a fresh deadline for the next request on this connection.
+    pub fn rearm(&self) {
+        self.rearm.store(true, Ordering::Relaxed);
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            match b {
+                b'\n' => {
+                    self.newlines += 1;
+                    if self.newlines >= 2 {
+                        self.sleep = None;
+                        self.newlines = 0;
+                        return;
+                    }
+                }
+                b'\r' => {}
+                _ => self.newlines = 0,
+            }
+        }
+    }
+}
+
+/// Re-arms the header deadline of the connection `stream` belongs to, if it has one.
+pub fn rearm(stream: Option<&Stream>) {
+    if let Some(d) = stream.and_then(|s| s.as_any().downcast_ref::<HeaderDeadline>()) {
+        d.rearm();
+    }
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.rearm.swap(false, Ordering::Relaxed) {
+            this.sleep = None;
+            this.waiting_first_byte = true;
+            this.newlines = 0;
+        }
+        if let Some(s) = this.sleep.as_mut() {
+            if s.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request header not complete within header_read_timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            if this.waiting_first_byte && buf.filled().len() > before {
+                this.waiting_first_byte = false;
+                this.sleep = Some(Box::pin(tokio::time::sleep_until(
+                    Instant::now() + this.limit,
+                )));
+            }
+            if this.sleep.is_some() {
+                let new = buf.filled()[before..].to_vec();
+                this.scan(&new);
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// The proxy application with the header deadline on its HTTP/1 connections.
+pub struct Edge<A> {
+    pub inner: Arc<A>,
+    pub header_read_timeout: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            stream
+        } else {
+            Box::new(HeaderDeadline::new(stream, self.header_read_timeout))
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A wrapped stream fed by the test through the other end of a duplex pipe.
+    fn pipe(limit: Duration) -> (HeaderDeadline, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(1024);
+        (HeaderDeadline::new(Box::new(server), limit), client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn header_must_complete_before_the_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let (mut s, mut client) = pipe(Duration::from_secs(10));
+        let mut buf = [0u8; 64];
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(s.read(&mut buf).await.is_ok());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        client.write_all(b"Host: x\r\n").await.unwrap();
+        assert!(s.read(&mut buf).await.is_ok());
+        // Nothing more arrives: the read fails when the 10 s are up.
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn complete_header_disarms_and_rearm_restarts() {
+        use tokio::io::AsyncWriteExt;
+        let (mut s, mut client) = pipe(Duration::from_secs(10));
+        let mut buf = [0u8; 64];
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r")
+            .await
+            .unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        client.write_all(b"\n\r\n").await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        assert!(s.sleep.is_none(), "header complete across reads");
+        // A body may take its time: no deadline once the header is in.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        client.write_all(b"body after a long pause").await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        s.rearm();
+        // An idle connection is not cut: the deadline starts with the next request's first
+        // byte, and then its header must complete in time.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        client.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn bare_line_feeds_end_a_header_too() {
+        let (_client, server) = tokio::io::duplex(16);
+        let mut s = HeaderDeadline {
+            inner: Box::new(server),
+            limit: Duration::from_secs(1),
+            sleep: None,
+            newlines: 0,
+            rearm: AtomicBool::new(false),
+            waiting_first_byte: false,
+        };
+        s.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+        s.scan(b"GET / HTTP/1.1\nHost: a\n");
+        assert!(s.sleep.is_some());
+        s.scan(b"\n");
+        assert!(s.sleep.is_none());
+    }
+}

@@ -1,0 +1,350 @@
+//! The gateway core through the real binary: proxying, routing, rewrites, balancing,
+//! retries, upstream failures, timeouts, hot reload, admin, graceful shutdown.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+fn routes_config(up: SocketAddr, endpoints: &str) -> String {
+    format!(
+        r#"version: 1
+server:
+  listen: ["LISTEN"]
+  admin: {{ listen: "ADMIN" }}
+  grace_period: 1s
+  pid_file: TMPDIR/gatehouse.pid
+  upgrade_sock: TMPDIR/upgrade.sock
+backends:
+  app:
+    discovery: {{ static: ["{up}"] }}
+endpoints:
+{endpoints}
+"#
+    )
+}
+
+#[test]
+fn proxies_with_forwarding_headers_and_keeps_host() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&simple_config(&[up.addr], "", ""));
+    let r = get(
+        g.addr,
+        "/hello/world?x=1&y=2",
+        &[("Host", "api.example.com")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = up.last().expect("upstream saw the request");
+    assert_eq!(rec.target, "/hello/world?x=1&y=2");
+    assert_eq!(rec.header("host"), Some("api.example.com"));
+    assert_eq!(rec.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(rec.header("x-forwarded-proto"), Some("http"));
+
+    // An existing X-Forwarded-For is appended to.
+    get(g.addr, "/a", &[("X-Forwarded-For", "198.51.100.7")]);
+    let rec = up.last().expect("request");
+    assert_eq!(
+        rec.header("x-forwarded-for"),
+        Some("198.51.100.7, 127.0.0.1")
+    );
+}
+
+#[test]
+fn host_header_can_be_overridden_per_backend() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&simple_config(
+        &[up.addr],
+        "    host_header: internal.svc",
+        "",
+    ));
+    assert_eq!(get(g.addr, "/x", &[("Host", "public.example")]).status, 200);
+    assert_eq!(
+        up.last().expect("request").header("host"),
+        Some("internal.svc")
+    );
+}
+
+#[test]
+fn most_specific_route_wins_and_rewrites_keep_the_query() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&routes_config(
+        up.addr,
+        r#"  - { path: "/products/{cat_id}", backend: app, rewrite: "/catalog/category/{cat_id}" }
+  - { path: "/products/new", backend: app, rewrite: "/new-product" }
+  - { path: "/files/{*rest}", backend: app, rewrite: "/static/{rest}" }
+  - { path: "/{*any}", backend: app }"#,
+    ));
+    assert_eq!(get(g.addr, "/products/42?sort=asc", &[]).status, 200);
+    assert_eq!(up.last().unwrap().target, "/catalog/category/42?sort=asc");
+    get(g.addr, "/products/new", &[]);
+    assert_eq!(up.last().unwrap().target, "/new-product");
+    get(g.addr, "/files/a/b/c.txt", &[]);
+    assert_eq!(up.last().unwrap().target, "/static/a/b/c.txt");
+    get(g.addr, "/other?q=1", &[]);
+    assert_eq!(up.last().unwrap().target, "/other?q=1");
+}
+
+#[test]
+fn not_found_and_wrong_method_are_problems_on_a_kept_alive_connection() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&routes_config(
+        up.addr,
+        r#"  - { path: /items, backend: app, methods: [GET, HEAD] }
+  - { path: /items, backend: app, methods: [POST] }"#,
+    ));
+    let mut c = Conn::open(g.addr).unwrap();
+    let r = c.get("/nothing-here").unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        r.text()
+            .contains("\"type\":\"urn:gatehouse:problem:not_found\""),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("\"status\":404"));
+
+    let r = c.request("DELETE", "/items", &[], b"").unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
+    assert!(r.text().contains("method_not_allowed"));
+
+    // Same connection still works after both rejections.
+    let r = c.request("POST", "/items", &[], b"payload").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count(), 1, "rejected requests never reach the upstream");
+    assert_eq!(up.last().unwrap().body, b"payload");
+    wait_for(
+        "both requests to be counted",
+        Duration::from_secs(5),
+        || {
+            let nf = g.metric("gatehouse_rejections_total{reason=\"not_found\"}");
+            let ok = g.metric("gatehouse_requests_total{route=\"/items\",status=\"200\"}");
+            (nf == 1.0 && ok == 1.0).then_some(())
+        },
+    );
+}
+
+#[test]
+fn paths_are_normalised_before_matching() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&routes_config(
+        up.addr,
+        r#"  - { path: "/public/{*rest}", backend: app }"#,
+    ));
+    for (sent, seen) in [
+        ("/public//a///b", "/public/a/b"),
+        ("/private/../public/x", "/public/x"),
+        ("/public/a/%2e%2e/b?k=v", "/public/b?k=v"),
+        ("/%70ublic/./c", "/public/c"),
+    ] {
+        let r = get(g.addr, sent, &[]);
+        assert_eq!(r.status, 200, "{sent}");
+        assert_eq!(up.last().unwrap().target, seen, "{sent}");
+    }
+    // Dot segments cannot climb out of the route they were aimed at.
+    assert_eq!(get(g.addr, "/public/%2e%2e/private/x", &[]).status, 404);
+    assert_eq!(get(g.addr, "/public/%zz", &[]).status, 400);
+}
+
+#[test]
+fn round_robin_spreads_over_hosts() {
+    let a = MockUpstream::start(Behaviour::Echo);
+    let b = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&simple_config(&[a.addr, b.addr], "", ""));
+    for _ in 0..10 {
+        assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    }
+    assert_eq!((a.count(), b.count()), (5, 5));
+}
+
+#[test]
+fn random_balance_reaches_every_host() {
+    let a = MockUpstream::start(Behaviour::Echo);
+    let b = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&simple_config(&[a.addr, b.addr], "    balance: random", ""));
+    // 60 picks: the chance that one host gets none is 2 * 2^-60.
+    for _ in 0..60 {
+        assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    }
+    assert!(
+        a.count() > 0 && b.count() > 0,
+        "{} / {}",
+        a.count(),
+        b.count()
+    );
+}
+
+#[test]
+fn connect_failure_is_retried_on_another_host() {
+    let live = MockUpstream::start(Behaviour::Echo);
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let g = Gatehouse::start(&simple_config(&[dead, live.addr], "    retries: 1", ""));
+    for _ in 0..6 {
+        assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    }
+    assert_eq!(live.count(), 6);
+}
+
+#[test]
+fn refused_connection_without_retries_is_502() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let g = Gatehouse::start(&simple_config(&[dead], "    retries: 0", ""));
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("bad_gateway"), "{}", r.text());
+}
+
+#[test]
+fn upstream_closing_without_answer_is_502() {
+    let up = MockUpstream::start(Behaviour::Close);
+    let g = Gatehouse::start(&simple_config(&[up.addr], "", ""));
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+#[test]
+fn slow_upstream_past_the_endpoint_timeout_is_504() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_secs(3)));
+    let g = Gatehouse::start(&simple_config(&[up.addr], "", "    timeout: 300ms"));
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 504);
+    assert!(r.text().contains("timeout"), "{}", r.text());
+    // After a 504 the next request is served normally once the upstream is fast again.
+    up.set(Behaviour::Echo);
+    assert_eq!(get(g.addr, "/x", &[]).status, 200);
+}
+
+#[test]
+fn reload_swaps_routes_under_load_without_failing_a_request() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let v2 = MockUpstream::start(Behaviour::Echo);
+    let base = routes_config(up.addr, r#"  - { path: "/old/{*rest}", backend: app }"#).replace(
+        "endpoints:",
+        &format!(
+            "  v2:\n    discovery: {{ static: [\"{}\"] }}\nendpoints:",
+            v2.addr
+        ),
+    );
+    let before = base.clone();
+    let after = base.replace(
+        "backend: app }",
+        "backend: app }\n  - { path: \"/new/{*rest}\", backend: v2, rewrite: \"/v2/{rest}\" }",
+    );
+    let g = Gatehouse::start(&before);
+    assert_eq!(get(g.addr, "/new/x", &[]).status, 404);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let addr = g.addr;
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut c = Conn::open(addr).expect("connect");
+                while !stop.load(Ordering::Acquire) {
+                    match c.get("/old/ping") {
+                        Ok(r) if r.status == 200 => {}
+                        Ok(r) => failures.push(format!("status {}", r.status)),
+                        Err(e) => {
+                            failures.push(format!("error {e}"));
+                            c = Conn::open(addr).expect("reconnect");
+                        }
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_for("load to start", Duration::from_secs(5), || {
+        (sent.load(Ordering::Relaxed) > 50).then_some(())
+    });
+    for i in 0..5 {
+        let cfg = if i % 2 == 0 { &after } else { &before };
+        assert!(g.reload(cfg), "reload {i} should succeed");
+    }
+    assert!(g.reload(&after));
+    let r = get(g.addr, "/new/thing?q=1", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(v2.last().unwrap().target, "/v2/thing?q=1");
+    let n = sent.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
+    let failures: Vec<String> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures of {n}: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(g.generation(), 7);
+}
+
+#[test]
+fn a_broken_reload_keeps_the_running_config() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let good = routes_config(up.addr, r#"  - { path: /kept, backend: app }"#);
+    let g = Gatehouse::start(&good);
+    let broken = good.replace("backend: app", "backend: missing");
+    assert!(!g.reload(&broken), "the broken reload must be refused");
+    assert!(
+        !g.reload("version: 1\nserver: [oops"),
+        "unparsable YAML is refused"
+    );
+    assert_eq!(get(g.addr, "/kept", &[]).status, 200);
+    assert_eq!(g.generation(), 1);
+    assert_eq!(g.metric("gatehouse_reloads_total{result=\"error\"}"), 2.0);
+    assert!(
+        g.log().contains("unknown backend \"missing\""),
+        "the log says why"
+    );
+}
+
+#[test]
+fn admin_serves_health_ready_and_metrics() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&simple_config(&[up.addr], "", ""));
+    assert_eq!(get(g.admin, "/health", &[]).status, 200);
+    assert_eq!(get(g.admin, "/ready", &[]).status, 200);
+    get(g.addr, "/x", &[]);
+    // Metrics are recorded in the logging phase, just after the response is sent.
+    let m = wait_for("the request to be counted", Duration::from_secs(5), || {
+        let m = g.metrics();
+        m.contains("gatehouse_requests_total{").then_some(m)
+    });
+    assert!(
+        m.contains("gatehouse_requests_total{route=\"/{*rest}\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gatehouse_upstream_latency_seconds_count{backend=\"app\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("gatehouse_config_generation 1"), "{m}");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(700)));
+    let mut g = Gatehouse::start(&simple_config(&[up.addr], "", ""));
+    let addr = g.addr;
+    let inflight = thread::spawn(move || get(addr, "/slow", &[]));
+    wait_for(
+        "the upstream to receive the request",
+        Duration::from_secs(5),
+        || (up.count() == 1).then_some(()),
+    );
+    g.signal("TERM");
+    let r = inflight.join().expect("client thread");
+    assert_eq!(
+        r.status, 200,
+        "the in-flight request completes during the grace period"
+    );
+    let status = g.wait_exit(Duration::from_secs(10));
+    assert!(status.success() || status.code().is_some(), "{status}");
+}
