@@ -270,3 +270,115 @@ pub fn geo_headers(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(db: &std::path::Path, patterns: &str) -> Config {
+        crate::config::parse(&format!(
+            r#"
+version: 1
+server: {{ listen: ["127.0.0.1:0"] }}
+geoip: {{ database: "{}" }}
+security:
+  geofence: {{ deny_countries: [KP] }}
+  bot_detector: {{ patterns: [{patterns}] }}
+backends:
+  a: {{ discovery: {{ static: ["127.0.0.1:9001"] }} }}
+endpoints:
+  - {{ path: /a, backend: a, security: {{ bot_detector: {{ patterns: ["x"] }} }} }}
+"#,
+            db.display()
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn reload_reuses_unchanged_database_and_detectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.mmdb");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip-fixtures/countries.mmdb");
+        std::fs::copy(fixture, &db).unwrap();
+        let first = Filters::compile(&cfg(&db, "\"bot\""), None).unwrap();
+        let second = Filters::compile(&cfg(&db, "\"bot\""), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.geo.as_ref().unwrap(),
+            second.geo.as_ref().unwrap()
+        ));
+        let b = |f: &Filters| f.service.bot_detector.clone().unwrap();
+        assert!(Arc::ptr_eq(&b(&first), &b(&second)));
+        // A changed pattern list builds a new detector; the endpoint's is kept.
+        let third = Filters::compile(&cfg(&db, "\"crawler\""), Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(&b(&second), &b(&third)));
+        assert!(Arc::ptr_eq(
+            second.endpoints[0].bot_detector.as_ref().unwrap(),
+            third.endpoints[0].bot_detector.as_ref().unwrap()
+        ));
+        // A changed file (size differs) is re-read.
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/geoip-fixtures/cities.mmdb"),
+            &db,
+        )
+        .unwrap();
+        let fourth = Filters::compile(&cfg(&db, "\"crawler\""), Some(&third)).unwrap();
+        assert!(!Arc::ptr_eq(
+            third.geo.as_ref().unwrap(),
+            fourth.geo.as_ref().unwrap()
+        ));
+        assert!(fourth.geo.as_ref().unwrap().city);
+        // A vanished file is a config error naming geoip.database.
+        std::fs::remove_file(&db).unwrap();
+        let err = Filters::compile(&cfg(&db, "\"crawler\""), Some(&fourth)).unwrap_err();
+        assert_eq!(err.0[0].path, "geoip.database");
+    }
+
+    #[test]
+    fn chain_order_and_single_geo_lookup() {
+        let db = GeoDb::open(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip-fixtures/cities.mmdb"
+        )))
+        .unwrap();
+        let chain = Chain {
+            ip_filter: Some(IpFilter::new(
+                ip::Mode::Deny,
+                &[ip::Cidr::parse("175.45.176.0/24").unwrap()],
+            )),
+            geofence: Some(Geofence::new(geo::GeofenceConfig {
+                deny_countries: vec!["KP".into()],
+                unknown_allows: true,
+                ..Default::default()
+            })),
+            bot_detector: Some(Arc::new(
+                BotDetector::new(bot::BotConfig {
+                    allow: vec![],
+                    deny: vec![],
+                    patterns: vec!["bot".into()],
+                    empty_user_agent_is_bot: false,
+                    cache_size: 10,
+                })
+                .unwrap(),
+            )),
+        };
+        let mut check = |ip: &str, ua: &str| {
+            let mut s = Subject::new(Some(ip.parse().unwrap()), Some(ua.as_bytes()), Some(&db));
+            chain.check(&mut s)
+        };
+        // The cheapest filter that rejects is the one named.
+        assert_eq!(
+            check("175.45.176.1", "bot"),
+            Decision::Reject(Rejected::IpFilter)
+        );
+        assert_eq!(
+            check("175.45.177.1", "bot"),
+            Decision::Reject(Rejected::Geofence)
+        );
+        assert_eq!(
+            check("81.2.69.142", "bot"),
+            Decision::Reject(Rejected::BotDetector)
+        );
+        assert_eq!(check("81.2.69.142", "human"), Decision::Pass);
+        assert_eq!(check("10.0.0.1", "human"), Decision::Pass);
+    }
+}
