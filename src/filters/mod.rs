@@ -361,7 +361,7 @@ endpoints:
                 .unwrap(),
             )),
         };
-        let mut check = |ip: &str, ua: &str| {
+        let check = |ip: &str, ua: &str| {
             let mut s = Subject::new(Some(ip.parse().unwrap()), Some(ua.as_bytes()), Some(&db));
             chain.check(&mut s)
         };
