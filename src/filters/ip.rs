@@ -1,7 +1,9 @@
 //! IP address sets and the `ip_filter`.
 //!
-//! A `CidrSet` holds IPv4 and IPv6 CIDRs as sorted, merged, non-overlapping ranges; a lookup
-//! is one binary search (about 17 comparisons for 100,000 ranges), with no allocation. IPv4
+//! A `CidrSet` holds IPv4 and IPv6 CIDRs as sorted, merged, non-overlapping ranges. Lists of
+//! more than `INDEX_MIN` ranges also get an index by the address's top 16 bits (65,537
+//! offsets), so a lookup is one index read and a binary search over the few ranges of that
+//! /16 bucket: its cost stays flat up to 100,000 CIDRs and beyond. No allocation. IPv4
 //! addresses written in IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) are treated as IPv4, both in
 //! the list and in lookups.
 
@@ -105,8 +107,66 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// A set of CIDRs as sorted, merged, inclusive ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CidrSet {
-    v4: Vec<(u32, u32)>,
-    v6: Vec<(u128, u128)>,
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
+}
+
+/// Lists with more ranges than this get the /16 bucket index (256 KiB).
+pub const INDEX_MIN: usize = 256;
+
+/// An address as a number: its top 16 bits choose the index bucket.
+trait Key: Ord + Copy {
+    fn top16(self) -> usize;
+}
+
+impl Key for u32 {
+    fn top16(self) -> usize {
+        (self >> 16) as usize
+    }
+}
+
+impl Key for u128 {
+    fn top16(self) -> usize {
+        (self >> 112) as usize
+    }
+}
+
+/// Sorted, merged, inclusive ranges, with the optional bucket index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ranges<T> {
+    ranges: Vec<(T, T)>,
+    /// Empty, or `index[b]` = number of ranges whose start's top 16 bits are < b (65,537).
+    index: Vec<u32>,
+}
+
+impl<T: Key> Ranges<T> {
+    fn new(ranges: Vec<(T, T)>) -> Ranges<T> {
+        let mut index = Vec::new();
+        if ranges.len() > INDEX_MIN {
+            index.reserve_exact(65_537);
+            let mut i = 0usize;
+            for b in 0..=65_536usize {
+                while i < ranges.len() && ranges[i].0.top16() < b {
+                    i += 1;
+                }
+                // At most 2^32 ranges: a config cannot hold more.
+                index.push(i as u32);
+            }
+        }
+        Ranges { ranges, index }
+    }
+
+    #[inline]
+    fn contains(&self, x: T) -> bool {
+        if self.index.is_empty() {
+            return find(&self.ranges, 0, x);
+        }
+        let b = x.top16();
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        // Ranges before `lo` start below x's bucket, those from `hi` on above it: the
+        // candidate (last range starting at or before x) is in lo..hi or is lo - 1.
+        find(&self.ranges[..hi], lo, x)
+    }
 }
 
 impl CidrSet {
@@ -120,30 +180,30 @@ impl CidrSet {
             }
         }
         CidrSet {
-            v4: merge(v4, |e| e.checked_add(1)),
-            v6: merge(v6, |e| e.checked_add(1)),
+            v4: Ranges::new(merge(v4, |e| e.checked_add(1))),
+            v6: Ranges::new(merge(v6, |e| e.checked_add(1))),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.v4.ranges.is_empty() && self.v6.ranges.is_empty()
     }
 
     /// Number of merged ranges (for tests and diagnostics).
     pub fn ranges(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.v4.ranges.len() + self.v6.ranges.len()
     }
 
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         match canonical(ip) {
-            IpAddr::V4(v4) => find(&self.v4, u32::from(v4)),
-            IpAddr::V6(v6) => find(&self.v6, u128::from(v6)),
+            IpAddr::V4(v4) => self.v4.contains(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.contains(u128::from(v6)),
         }
     }
 
     pub fn contains_v4(&self, ip: Ipv4Addr) -> bool {
-        find(&self.v4, u32::from(ip))
+        self.v4.contains(u32::from(ip))
     }
 
     pub fn contains_v6(&self, ip: Ipv6Addr) -> bool {
@@ -176,9 +236,10 @@ fn merge<T: Ord + Copy>(mut v: Vec<(T, T)>, next: impl Fn(T) -> Option<T>) -> Ve
 }
 
 #[inline]
-fn find<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
-    // Index of the first range starting after x; the candidate is the one before it.
-    let i = ranges.partition_point(|r| r.0 <= x);
+fn find<T: Ord + Copy>(ranges: &[(T, T)], from: usize, x: T) -> bool {
+    // Index of the first range starting after x (searching from `from`, all ranges before it
+    // start at or below x); the candidate is the one before it.
+    let i = from + ranges[from..].partition_point(|r| r.0 <= x);
     i > 0 && x <= ranges[i - 1].1
 }
 
@@ -302,13 +363,40 @@ mod tests {
         let mut cidrs = Vec::new();
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..2000 {
-            let prefix = rng.u8(8..=32);
+            let prefix = rng.u8(12..=32);
             let addr = rng.u32(..) & mask32(prefix);
             cidrs.push(Cidr::V4 { addr, prefix });
         }
+        for _ in 0..600 {
+            let prefix = rng.u8(8..=64);
+            let addr = rng.u128(..) & mask128(prefix);
+            cidrs.push(Cidr::V6 { addr, prefix });
+        }
         let s = CidrSet::new(&cidrs);
-        for _ in 0..20000 {
-            let a = IpAddr::V4(Ipv4Addr::from(rng.u32(..)));
+        assert!(!s.v4.index.is_empty() && !s.v6.index.is_empty());
+        let mut probes: Vec<IpAddr> = Vec::new();
+        for _ in 0..5000 {
+            probes.push(IpAddr::V4(Ipv4Addr::from(rng.u32(..))));
+            probes.push(IpAddr::V6(Ipv6Addr::from(rng.u128(..))));
+        }
+        // Edges of every listed range, and just outside them.
+        for c in &cidrs {
+            match *c {
+                Cidr::V4 { addr, prefix } => {
+                    let end = addr | !mask32(prefix);
+                    for a in [addr.wrapping_sub(1), addr, end, end.wrapping_add(1)] {
+                        probes.push(IpAddr::V4(Ipv4Addr::from(a)));
+                    }
+                }
+                Cidr::V6 { addr, prefix } => {
+                    let end = addr | !mask128(prefix);
+                    for a in [addr.wrapping_sub(1), addr, end, end.wrapping_add(1)] {
+                        probes.push(IpAddr::V6(Ipv6Addr::from(a)));
+                    }
+                }
+            }
+        }
+        for a in probes {
             let linear = cidrs.iter().any(|c| c.contains(a));
             assert_eq!(s.contains(a), linear, "{a}");
         }
