@@ -87,9 +87,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(warm.is_bot(black_box(Some(BROWSER.as_bytes())))))
     });
     let cold = bot(0);
-    c.bench_function("bot_detector 1500 patterns, cold (no cache, no match)", |b| {
-        b.iter(|| black_box(cold.is_bot(black_box(Some(BROWSER.as_bytes())))))
-    });
+    c.bench_function(
+        "bot_detector 1500 patterns, cold (no cache, no match)",
+        |b| b.iter(|| black_box(cold.is_bot(black_box(Some(BROWSER.as_bytes()))))),
+    );
     let crawler = "Mozilla/5.0 (compatible; zetabot99; +http://zeta.example/bot)";
     c.bench_function("bot_detector 1500 patterns, cold (no cache, match)", |b| {
         b.iter(|| black_box(cold.is_bot(black_box(Some(crawler.as_bytes())))))
@@ -128,16 +129,19 @@ fn bench(c: &mut Criterion) {
     let mut req = http::HeaderMap::new();
     req.insert("x-forwarded-for", "81.2.69.142".parse().unwrap());
     req.insert("user-agent", BROWSER.parse().unwrap());
-    c.bench_function("whole chain (client_ip, ip_filter 1k, geofence, bot warm)", |b| {
-        b.iter(|| {
-            let client = resolver.resolve(black_box(peer), &req);
-            let ua = req.get(http::header::USER_AGENT).map(|v| v.as_bytes());
-            let mut s = Subject::new(Some(client), ua, Some(&db));
-            let d = chain.check(&mut s);
-            debug_assert_eq!(d, Decision::Pass);
-            black_box(d)
-        })
-    });
+    c.bench_function(
+        "whole chain (client_ip, ip_filter 1k, geofence, bot warm)",
+        |b| {
+            b.iter(|| {
+                let client = resolver.resolve(black_box(peer), &req);
+                let ua = req.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+                let mut s = Subject::new(Some(client), ua, Some(&db));
+                let d = chain.check(&mut s);
+                debug_assert_eq!(d, Decision::Pass);
+                black_box(d)
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);
