@@ -4,6 +4,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# pingora-proxy with the fix for cloudflare/pingora#946 ([patch.crates-io] in Cargo.toml)
+COPY vendor ./vendor
 COPY benches ./benches
 RUN cargo build --release --locked --bin gatehouse
 

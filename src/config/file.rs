@@ -88,6 +88,9 @@ pub struct FileConfig {
     pub geoip: Option<super::security::GeoipFile>,
     #[serde(default)]
     pub security: Option<super::security::SecurityFile>,
+    /// Service-wide rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
     // --- upstream resilience (issue 5) ---
     /// Resolver used by `dns`/`dns_srv` discovery; default the system's.
     #[serde(default)]
@@ -114,6 +117,12 @@ pub struct ServerFile {
     pub pid_file: Option<String>,
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// Request bodies above this size get 413 (see config/tls.rs).
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+    /// HTTPS listeners (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::TlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -144,6 +153,15 @@ pub struct BackendFile {
     /// Host header sent upstream; by default the client's Host is passed through.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// HTTPS upstream (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::BackendTlsFile>,
+    /// One bucket for this backend (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::BackendRateLimitFile>,
+    /// Bound on in-flight requests to this backend.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
     // --- upstream resilience (issue 5) ---
     /// `consistent_hash` key: `ip` (client address) or a header name.
     #[serde(default)]
@@ -252,6 +270,9 @@ pub struct EndpointFile {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub security: Option<super::security::SecurityFile>,
+    /// This endpoint's rate limit (see `config/limits.rs`).
+    #[serde(default)]
+    pub rate_limit: Option<super::limits::RateLimitFile>,
 }
 
 #[cfg(test)]

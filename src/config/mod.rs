@@ -4,7 +4,9 @@
 //! `endpoints[2].timeout: must be > 0`.
 
 pub mod file;
+pub mod limits;
 pub mod security;
+pub mod tls;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -74,6 +76,8 @@ pub struct Config {
     pub client_ip: security::ClientIpConfig,
     pub geoip: Option<security::GeoipConfig>,
     pub security: security::SecurityConfig,
+    /// Rate limits and backend concurrency bounds (service, per endpoint, per backend).
+    pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
     pub dns: Option<DnsConfig>,
 }
@@ -89,6 +93,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// `None` = no limit.
+    pub max_body_size: Option<u64>,
+    pub tls: Option<tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +120,8 @@ pub struct BackendConfig {
     pub max_idle_connections: usize,
     pub retries: u32,
     pub host_header: Option<String>,
+    /// `Some` = the hosts speak HTTPS.
+    pub tls: Option<tls::BackendTls>,
 }
 
 // --- upstream resilience (issue 5) ---

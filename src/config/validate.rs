@@ -96,6 +96,17 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .upgrade_sock
             .clone()
             .unwrap_or_else(|| "/tmp/gatehouse_upgrade.sock".into()),
+        max_body_size: match s.max_body_size {
+            Some(Size(0)) => {
+                e.push("server.max_body_size", "must be > 0 (omit it for no limit)");
+                None
+            }
+            other => other.map(|Size(n)| n),
+        },
+        tls: s
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::server_tls(t, &mut e.0)),
     };
     let demo = f
         .demo
@@ -125,6 +136,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             max_idle_connections: b.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
             retries: b.retries.unwrap_or(1),
             host_header: b.host_header.clone(),
+            tls: b
+                .tls
+                .as_ref()
+                .and_then(|t| super::tls::backend_tls(&p, t, b.host_header.as_deref(), &mut e.0)),
         };
         if cfg.retries > 16 {
             e.push(format!("{p}.retries"), "must be <= 16");
@@ -205,6 +220,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    let limits = super::limits::validate(f, &mut e.0);
     let dns = dns_config(&mut e, f.dns.as_ref());
 
     if e.0.is_empty() {
@@ -216,6 +232,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             client_ip,
             geoip,
             security,
+            limits,
             dns,
         };
         // Route conflicts are found by building the router once.

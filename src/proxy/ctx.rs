@@ -23,6 +23,10 @@ pub struct Ctx {
     pub client_ip: Option<std::net::IpAddr>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Request body bytes seen so far (for `max_body_size`).
+    pub body_bytes: u64,
+    /// Rate-limit state: RateLimit header numbers, Retry-After, the backend in-flight slot.
+    pub limits: crate::limits::RequestLimits,
     /// Retry-After (seconds) of that answer.
     pub retry_after: Option<u64>,
     /// Circuit-breaker admission, until the request's outcome is reported.
@@ -42,6 +46,8 @@ impl Ctx {
             upstream_start: None,
             reason: None,
             client_ip: None,
+            body_bytes: 0,
+            limits: Default::default(),
             retry_after: None,
             breaker: None,
         }

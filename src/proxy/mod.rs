@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod ctx;
+pub mod edge;
 pub mod respond;
 pub mod route;
 
@@ -36,6 +37,8 @@ enum Routed {
     To {
         endpoint: usize,
         uri: Option<String>,
+        /// The client key of a `param` rate-limit strategy (src/limits).
+        limit_key: Option<crate::limits::local::Key>,
     },
     Reject(Reason, Option<String>),
 }
@@ -49,6 +52,7 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
     match rt.router.find(&norm, &req.method) {
         Match::Found { endpoint, params } => {
             let ep = &rt.endpoints[endpoint];
+            let limit_key = rt.limits.param_key(endpoint, &params);
             let changed = matches!(norm, std::borrow::Cow::Owned(_));
             let uri = if ep.rewrite.is_some() || changed {
                 let mut s = String::with_capacity(norm.len() + 16);
@@ -64,7 +68,11 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
             } else {
                 None
             };
-            Routed::To { endpoint, uri }
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            }
         }
         Match::MethodNotAllowed { allow } => {
             Routed::Reject(Reason::MethodNotAllowed, Some(allow.to_string()))
@@ -114,6 +122,22 @@ fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
 }
 
+/// The client address the limits and the consistent hash key on: the one resolved through
+/// `client_ip.trusted_proxies` (SPEC §3.1), else the TCP peer.
+fn client_ip(session: &Session, ctx: &Ctx) -> Option<std::net::IpAddr> {
+    ctx.client_ip
+        .or_else(|| client_addr(session).map(|a| a.ip()))
+}
+
+/// The Retry-After and RateLimit headers of a response made by gatehouse.
+fn limit_extra<'a>(ctx: &Ctx, headers: &'a Option<(String, String)>) -> Extra<'a> {
+    Extra {
+        retry_after: ctx.retry_after,
+        ratelimit: headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str())),
+        ..Default::default()
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gatehouse {
     type CTX = Ctx;
@@ -129,12 +153,38 @@ impl ProxyHttp for Gatehouse {
         let (client, routed) = admit(&rt, session.req_header(), peer);
         ctx.client_ip = client;
         ctx.rt = Some(rt);
+        // edge: redirect_http and max_body_size by Content-Length.
+        if edge::request_filter(session, ctx).await? {
+            return Ok(true);
+        }
         match routed {
-            Routed::To { endpoint, uri } => {
+            Routed::To {
+                endpoint,
+                uri,
+                limit_key,
+            } => {
                 ctx.endpoint = Some(endpoint);
                 ctx.upstream_uri = uri;
                 let timeout = ctx.endpoint().map(|e| e.timeout).unwrap_or_default();
                 ctx.deadline = ctx.start + timeout;
+                // --- rate limits (src/limits), SPEC §3 step 5 ---
+                let ip = client_ip(session, ctx);
+                let now = crate::limits::bucket::now_ns(ctx.start);
+                if let Some(rt) = ctx.rt.as_deref() {
+                    let req = session.req_header();
+                    let checked = rt
+                        .limits
+                        .check_request(endpoint, req, ip, limit_key, now, &mut ctx.limits)
+                        .await;
+                    if let Err(rej) = checked {
+                        ctx.reason = Some(rej.reason);
+                        ctx.retry_after = Some(rej.retry_after);
+                        let headers = ctx.limits.headers();
+                        respond::send(session, rej.reason, &limit_extra(ctx, &headers)).await?;
+                        return Ok(true);
+                    }
+                }
+                // --- end rate limits ---
                 Ok(false)
             }
             Routed::Reject(reason, info) => {
@@ -156,7 +206,9 @@ impl ProxyHttp for Gatehouse {
     }
 
     /// The backend's gate (issue 5): a healthy host must exist, then the circuit breaker must
-    /// admit the request. Rejections are answered here, so the client connection stays alive.
+    /// admit the request; then the backend's limits (src/limits): max_concurrent, then its
+    /// bucket (SPEC §3 step 6). Rejections are answered here, so the client connection stays
+    /// alive.
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let gate = match ctx.endpoint() {
             Some(ep) => ep.backend.gate(Instant::now(), clock::now_ms()),
@@ -164,8 +216,23 @@ impl ProxyHttp for Gatehouse {
         };
         let (reason, retry_after) = match gate {
             Gate::Go(pass) => {
-                ctx.breaker = pass;
-                return Ok(true);
+                // --- backend limits (src/limits) ---
+                let limited = match (ctx.rt.as_deref(), ctx.endpoint) {
+                    (Some(rt), Some(i)) => {
+                        let now = crate::limits::bucket::now_ns(ctx.start);
+                        rt.limits.check_backend(i, now, &mut ctx.limits).err()
+                    }
+                    _ => None,
+                };
+                match limited {
+                    // the breaker's pass is dropped unreported: a probe slot is released
+                    Some(rej) => (rej.reason, rej.retry_after),
+                    None => {
+                        ctx.breaker = pass;
+                        return Ok(true);
+                    }
+                }
+                // --- end backend limits ---
             }
             Gate::NoHost => (Reason::NoHealthyHost, 1),
             Gate::Open { retry_after } => {
@@ -174,11 +241,8 @@ impl ProxyHttp for Gatehouse {
         };
         ctx.reason = Some(reason);
         ctx.retry_after = Some(retry_after);
-        let extra = Extra {
-            retry_after: Some(retry_after),
-            ..Default::default()
-        };
-        respond::send(session, reason, &extra).await?;
+        let headers = ctx.limits.headers();
+        respond::send(session, reason, &limit_extra(ctx, &headers)).await?;
         Ok(false)
     }
 
@@ -201,7 +265,8 @@ impl ProxyHttp for Gatehouse {
         let backend = ep.backend.clone();
         // --- upstream resilience (issue 5): a healthy host (the gate ran in proxy_upstream_filter) ---
         let mut ip_buf = [0u8; 16];
-        let key = hash_key(session, &backend.cfg.hash_key, &mut ip_buf);
+        let client = client_ip(session, ctx);
+        let key = hash_key(session, client, &backend.cfg.hash_key, &mut ip_buf);
         let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {
             ctx.reason = Some(Reason::NoHealthyHost);
             ctx.retry_after = Some(1);
@@ -213,7 +278,7 @@ impl ProxyHttp for Gatehouse {
         // --- end upstream resilience ---
         ctx.tried.push(addr);
         let c = &backend.cfg;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = edge::new_peer(addr, c);
         let o = &mut peer.options;
         o.connection_timeout = Some(c.connect_timeout.min(remaining));
         o.total_connection_timeout = Some(c.connect_timeout.min(remaining));
@@ -275,7 +340,7 @@ impl ProxyHttp for Gatehouse {
         if let Some(rt) = ctx.rt.as_ref() {
             crate::filters::geo_headers(&rt.filters, ctx.client_ip, upstream)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        upstream.insert_header("x-forwarded-proto", edge::forwarded_proto(session))?;
         if let Some(h) = ctx
             .endpoint()
             .and_then(|e| e.backend.cfg.host_header.clone())
@@ -283,6 +348,16 @@ impl ProxyHttp for Gatehouse {
             upstream.insert_header("host", h)?;
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        edge::count_body(session, body, ctx)
     }
 
     async fn upstream_response_filter(
@@ -305,6 +380,20 @@ impl ProxyHttp for Gatehouse {
                 let ok = !upstream_response.status.is_server_error();
                 breaker.record(pass, ok, Instant::now());
             }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // --- RateLimit headers (src/limits) ---
+        if let Some((policy, state)) = ctx.limits.headers() {
+            response.insert_header("ratelimit-policy", policy)?;
+            response.insert_header("ratelimit", state)?;
         }
         Ok(())
     }
@@ -355,14 +444,14 @@ impl ProxyHttp for Gatehouse {
                 can_reuse_downstream: false,
             };
         }
-        let extra = Extra {
-            retry_after: ctx.retry_after,
-            ..Default::default()
-        };
-        let ok = respond::send(session, reason, &extra).await.is_ok();
+        let headers = ctx.limits.headers();
+        let ok = respond::send(session, reason, &limit_extra(ctx, &headers))
+            .await
+            .is_ok();
         FailToProxy {
             error_code: reason.status(),
-            can_reuse_downstream: ok,
+            // A body cut by max_body_size is not drained: close after the 413.
+            can_reuse_downstream: ok && reason != Reason::BodyTooLarge,
         }
     }
 
@@ -440,6 +529,7 @@ impl ProxyHttp for Gatehouse {
 /// The consistent-hash key: the configured header, else the client address (`buf` holds it).
 fn hash_key<'a>(
     session: &'a Session,
+    client: Option<std::net::IpAddr>,
     key: &crate::config::HashKey,
     buf: &'a mut [u8; 16],
 ) -> &'a [u8] {
@@ -448,7 +538,7 @@ fn hash_key<'a>(
             return v.as_bytes();
         }
     }
-    match client_addr(session).map(|a| a.ip()) {
+    match client {
         Some(std::net::IpAddr::V4(ip)) => {
             buf[..4].copy_from_slice(&ip.octets());
             &buf[..4]

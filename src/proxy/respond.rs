@@ -20,6 +20,14 @@ pub enum Reason {
     IpFilter,
     Geofence,
     BotDetector,
+    BodyTooLarge,
+    RedirectHttps,
+    // --- rate limits (src/limits) ---
+    ClientRateLimit,
+    ServiceRateLimit,
+    EndpointRateLimit,
+    BackendRateLimit,
+    BackendMaxConcurrent,
 }
 
 impl Reason {
@@ -38,6 +46,13 @@ impl Reason {
             Reason::IpFilter => "ip_filter",
             Reason::Geofence => "geofence",
             Reason::BotDetector => "bot_detector",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::RedirectHttps => "redirect_https",
+            Reason::ClientRateLimit => "client_rate_limit",
+            Reason::ServiceRateLimit => "service_rate_limit",
+            Reason::EndpointRateLimit => "endpoint_rate_limit",
+            Reason::BackendRateLimit => "backend_rate_limit",
+            Reason::BackendMaxConcurrent => "backend_max_concurrent",
         }
     }
 
@@ -51,6 +66,13 @@ impl Reason {
             Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
             Reason::Internal => 500,
             Reason::IpFilter | Reason::Geofence | Reason::BotDetector => 403,
+            Reason::BodyTooLarge => 413,
+            Reason::RedirectHttps => 308,
+            Reason::ClientRateLimit => 429,
+            Reason::ServiceRateLimit
+            | Reason::EndpointRateLimit
+            | Reason::BackendRateLimit
+            | Reason::BackendMaxConcurrent => 503,
         }
     }
 
@@ -68,6 +90,13 @@ impl Reason {
             Reason::IpFilter => "Client address not allowed",
             Reason::Geofence => "Client location not allowed",
             Reason::BotDetector => "Automated client not allowed",
+            Reason::BodyTooLarge => "Request body too large",
+            Reason::RedirectHttps => "Use HTTPS",
+            Reason::ClientRateLimit => "Too many requests from this client",
+            Reason::ServiceRateLimit => "The service's request rate limit is reached",
+            Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
+            Reason::BackendRateLimit => "The backend's request rate limit is reached",
+            Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
         }
     }
 }
@@ -78,6 +107,10 @@ pub struct Extra<'a> {
     pub allow: Option<&'a str>,
     pub retry_after: Option<u64>,
     pub detail: Option<&'a str>,
+    /// `Location` of a redirect.
+    pub location: Option<&'a str>,
+    /// `RateLimit-Policy` and `RateLimit` values (src/limits).
+    pub ratelimit: Option<(&'a str, &'a str)>,
 }
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
@@ -121,14 +154,21 @@ fn escape_json_into(s: &str, out: &mut String) {
 
 /// Builds the response header of a problem.
 pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(reason.status(), Some(4))?;
+    let mut h = ResponseHeader::build(reason.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
     if let Some(a) = extra.allow {
         h.insert_header("allow", a)?;
     }
+    if let Some(l) = extra.location {
+        h.insert_header("location", l)?;
+    }
     if let Some(r) = extra.retry_after {
         h.insert_header("retry-after", r.to_string())?;
+    }
+    if let Some((policy, state)) = extra.ratelimit {
+        h.insert_header("ratelimit-policy", policy)?;
+        h.insert_header("ratelimit", state)?;
     }
     Ok(h)
 }

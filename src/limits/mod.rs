@@ -1,0 +1,718 @@
+//! Rate limits and backend concurrency bounds, compiled from `config::limits` into the
+//! runtime, and the per-request decisions (SPEC §3 step 5 and part of step 6).
+//!
+//! Order: the service-wide block, then the endpoint's; in each, the client bucket before the
+//! shared bucket, so a request rejected by its client bucket takes no token from the shared
+//! one (but a request the shared bucket rejects has spent its client token, as in KrakenD).
+//! A client bucket rejects with 429, a shared or backend bucket with 503, each with
+//! `Retry-After`. The buckets of a block, endpoint or backend whose config did not change
+//! survive a reload.
+
+pub mod bucket;
+pub mod local;
+pub mod policy;
+
+use crate::config::limits::{
+    BackendLimitConfig, Rate, RateLimitConfig, Store as StoreKind, Strategy, TierMatch,
+};
+use crate::config::Config;
+use crate::proxy::respond::Reason;
+use bucket::{ceil_secs, Bucket, Gcra, Outcome};
+use local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
+use pingora::http::RequestHeader;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Where buckets live. The local store answers at once; a shared store (Redis, later) answers
+/// after one round trip, hence the future. Implementations keep the GCRA semantics of
+/// `bucket.rs` exactly.
+pub trait BucketStore: Send + Sync {
+    /// Takes one token from `key`'s bucket at `now` (ns), or says how long to wait.
+    fn take(&self, key: Key, g: &Gcra, now: u64) -> impl Future<Output = Outcome> + Send;
+}
+
+impl BucketStore for LocalStore {
+    #[inline]
+    fn take(&self, key: Key, g: &Gcra, now: u64) -> impl Future<Output = Outcome> + Send {
+        std::future::ready(self.check(key, g, now))
+    }
+}
+
+/// The stores a block can use (`store:` in the config); a Redis variant plugs in here.
+pub enum Store {
+    Local(LocalStore),
+}
+
+impl BucketStore for Store {
+    #[inline]
+    fn take(&self, key: Key, g: &Gcra, now: u64) -> impl Future<Output = Outcome> + Send {
+        match self {
+            Store::Local(s) => s.take(key, g, now),
+        }
+    }
+}
+
+impl Store {
+    fn new(kind: StoreKind) -> Store {
+        match kind {
+            StoreKind::Local => Store::Local(LocalStore::new(DEFAULT_MAX_CLIENTS)),
+        }
+    }
+}
+
+/// A rejection by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    /// Seconds, rounded up, at least 1.
+    pub retry_after: u64,
+}
+
+impl Rejection {
+    fn new(reason: Reason, wait_ns: u64) -> Rejection {
+        Rejection {
+            reason,
+            retry_after: ceil_secs(wait_ns).max(1),
+        }
+    }
+}
+
+/// One client bucket set: its parameters and its store.
+struct ClientSet {
+    gcra: Gcra,
+    store: Store,
+}
+
+impl ClientSet {
+    fn new(rate: &Rate, kind: StoreKind) -> ClientSet {
+        ClientSet {
+            gcra: gcra(rate),
+            store: Store::new(kind),
+        }
+    }
+}
+
+fn gcra(r: &Rate) -> Gcra {
+    Gcra::new(r.max_rate, r.capacity, r.every)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Service,
+    Endpoint,
+}
+
+/// A compiled `rate_limit` block (service-wide or one endpoint's).
+pub struct RouteLimiter {
+    /// Stable identity across reloads: `service`, or `endpoint GET,HEAD /path`.
+    pub ident: String,
+    pub cfg: RateLimitConfig,
+    scope: Scope,
+    shared: Option<(Gcra, Bucket)>,
+    client: Option<ClientSet>,
+    tier_header: Option<http::HeaderName>,
+    tiers: Vec<(TierMatch, ClientSet)>,
+    key_header: Option<http::HeaderName>,
+    param: Option<String>,
+}
+
+impl RouteLimiter {
+    fn new(ident: String, cfg: &RateLimitConfig, scope: Scope) -> RouteLimiter {
+        let (tier_header, tiers) = match &cfg.tiers {
+            Some(t) => (
+                http::HeaderName::from_bytes(t.key.as_bytes()).ok(),
+                t.levels
+                    .iter()
+                    .map(|l| (l.value.clone(), ClientSet::new(&l.client, cfg.store)))
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let (key_header, param) = match &cfg.strategy {
+            Strategy::Ip => (None, None),
+            Strategy::Header(h) => (http::HeaderName::from_bytes(h.as_bytes()).ok(), None),
+            Strategy::Param(p) => (None, Some(p.clone())),
+        };
+        RouteLimiter {
+            ident,
+            cfg: cfg.clone(),
+            scope,
+            shared: cfg.shared.as_ref().map(|r| (gcra(r), Bucket::new())),
+            client: cfg.client.as_ref().map(|r| ClientSet::new(r, cfg.store)),
+            tier_header,
+            tiers,
+            key_header,
+            param,
+        }
+    }
+
+    /// The client bucket set for this request: the first matching tier, else the block's
+    /// `client_max_rate`, else none.
+    fn client_set(&self, req: &RequestHeader) -> Option<&ClientSet> {
+        if let Some(h) = &self.tier_header {
+            let value = req.headers.get(h).map(|v| v.as_bytes()).unwrap_or(b"");
+            if let Some(set) = policy::pick_tier(self.tiers.iter().map(|(m, s)| (m, s)), value) {
+                return Some(set);
+            }
+        }
+        self.client.as_ref()
+    }
+
+    fn client_key(&self, req: &RequestHeader, ip: Option<IpAddr>, param: Option<Key>) -> Key {
+        if let Some(h) = &self.key_header {
+            return match req.headers.get(h) {
+                Some(v) if !v.is_empty() => policy::value_key(v.as_bytes()),
+                _ => policy::ip_key(ip),
+            };
+        }
+        if self.param.is_some() {
+            if let Some(k) = param {
+                return k;
+            }
+        }
+        policy::ip_key(ip)
+    }
+
+    async fn check(
+        &self,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Rejection> {
+        let (client_name, shared_name, shared_reason) = match self.scope {
+            Scope::Service => ("service-client", "service", Reason::ServiceRateLimit),
+            Scope::Endpoint => ("endpoint-client", "endpoint", Reason::EndpointRateLimit),
+        };
+        if let Some(set) = self.client_set(req) {
+            let key = self.client_key(req, ip, param);
+            let o = set.store.take(key, &set.gcra, now).await;
+            if self.cfg.headers {
+                state.report(client_name, &set.gcra, &o);
+            }
+            if !o.allowed {
+                return Err(Rejection::new(Reason::ClientRateLimit, o.wait));
+            }
+        }
+        if let Some((g, b)) = &self.shared {
+            let o = b.check(g, now);
+            if self.cfg.headers {
+                state.report(shared_name, g, &o);
+            }
+            if !o.allowed {
+                return Err(Rejection::new(shared_reason, o.wait));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A backend's bucket and in-flight bound.
+pub struct BackendLimiter {
+    pub name: String,
+    pub cfg: BackendLimitConfig,
+    rate: Option<(Gcra, Bucket)>,
+    inflight: AtomicUsize,
+}
+
+/// Holds one in-flight slot of a backend; released when dropped (the request's end).
+pub struct InflightGuard(Arc<BackendLimiter>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BackendLimiter {
+    fn new(name: &str, cfg: &BackendLimitConfig) -> BackendLimiter {
+        BackendLimiter {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            rate: cfg.rate.as_ref().map(|r| (gcra(r), Bucket::new())),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests to this backend in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// `max_concurrent`, then the backend bucket (SPEC §3 step 6). On success the in-flight
+    /// slot (if bounded) is returned, to keep until the request ends.
+    pub fn check(self: &Arc<Self>, now: u64) -> Result<Option<InflightGuard>, Rejection> {
+        let guard = match self.cfg.max_concurrent {
+            Some(max) => {
+                let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+                let guard = InflightGuard(self.clone());
+                if before >= max {
+                    return Err(Rejection::new(Reason::BackendMaxConcurrent, 0));
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        if let Some((g, b)) = &self.rate {
+            let o = b.check(g, now);
+            if !o.allowed {
+                return Err(Rejection::new(Reason::BackendRateLimit, o.wait));
+            }
+        }
+        Ok(guard)
+    }
+}
+
+/// Every limiter of a runtime.
+#[derive(Default)]
+pub struct Limits {
+    pub service: Option<Arc<RouteLimiter>>,
+    /// Indexed like `Runtime::endpoints`.
+    pub endpoints: Vec<Option<Arc<RouteLimiter>>>,
+    pub backends: BTreeMap<String, Arc<BackendLimiter>>,
+    /// The backend limiter of each endpoint's backend, indexed like `endpoints`.
+    pub endpoint_backend: Vec<Option<Arc<BackendLimiter>>>,
+}
+
+/// Stable identity of an endpoint across reloads: its methods and path.
+pub fn endpoint_ident(ep: &crate::config::EndpointConfig) -> String {
+    let mut s = String::from("endpoint ");
+    match &ep.methods {
+        None => s.push('*'),
+        Some(ms) => {
+            for (i, m) in ms.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(m.as_str());
+            }
+        }
+    }
+    s.push(' ');
+    s.push_str(&ep.path);
+    s
+}
+
+impl Limits {
+    /// Compiles the limits of `config`, reusing (same `Arc`, same buckets) every limiter of
+    /// `previous` whose identity and config are unchanged.
+    pub fn compile(config: &Config, previous: Option<&Limits>) -> Limits {
+        let l = &config.limits;
+        let service = l.service.as_ref().map(|cfg| {
+            previous
+                .and_then(|p| p.service.as_ref())
+                .filter(|p| p.cfg == *cfg)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(RouteLimiter::new("service".into(), cfg, Scope::Service))
+                })
+        });
+        let prev_eps: HashMap<&str, &Arc<RouteLimiter>> = previous
+            .map(|p| {
+                p.endpoints
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.ident.as_str(), r))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let endpoints = config
+            .endpoints
+            .iter()
+            .zip(l.endpoints.iter().chain(std::iter::repeat(&None)))
+            .map(|(ep, cfg)| {
+                let cfg = cfg.as_ref()?;
+                let ident = endpoint_ident(ep);
+                Some(match prev_eps.get(ident.as_str()) {
+                    Some(p) if p.cfg == *cfg => Arc::clone(p),
+                    _ => Arc::new(RouteLimiter::new(ident, cfg, Scope::Endpoint)),
+                })
+            })
+            .collect();
+        let backends: BTreeMap<String, Arc<BackendLimiter>> = l
+            .backends
+            .iter()
+            .map(|(name, cfg)| {
+                let b = previous
+                    .and_then(|p| p.backends.get(name))
+                    .filter(|p| p.cfg == *cfg)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(BackendLimiter::new(name, cfg)));
+                (name.clone(), b)
+            })
+            .collect();
+        let endpoint_backend = config
+            .endpoints
+            .iter()
+            .map(|ep| backends.get(&ep.backend).cloned())
+            .collect();
+        Limits {
+            service,
+            endpoints,
+            backends,
+            endpoint_backend,
+        }
+    }
+
+    /// The key of the path parameter an endpoint's `param` strategy names, from the matched
+    /// route's parameters (computed at routing time, where the parameters are at hand).
+    #[inline]
+    pub fn param_key(&self, endpoint: usize, params: &matchit::Params<'_, '_>) -> Option<Key> {
+        let name = self.endpoints.get(endpoint)?.as_ref()?.param.as_deref()?;
+        params.get(name).map(|v| policy::value_key(v.as_bytes()))
+    }
+
+    /// Step 5 of the request path: the service-wide block, then the endpoint's.
+    pub async fn check_request(
+        &self,
+        endpoint: usize,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Rejection> {
+        if let Some(s) = &self.service {
+            s.check(req, ip, None, now, state).await?;
+        }
+        if let Some(Some(e)) = self.endpoints.get(endpoint) {
+            e.check(req, ip, param, now, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Step 6 (max_concurrent, backend bucket), once per request even when it is retried.
+    pub fn check_backend(
+        &self,
+        endpoint: usize,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Rejection> {
+        if state.backend_checked {
+            return Ok(());
+        }
+        state.backend_checked = true;
+        if let Some(Some(b)) = self.endpoint_backend.get(endpoint) {
+            state.guard = b.check(now)?;
+        }
+        Ok(())
+    }
+}
+
+/// One policy's numbers for the RateLimit headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Report {
+    name: &'static str,
+    quota: u64,
+    window: u64,
+    remaining: u64,
+    reset: u64,
+}
+
+/// Per-request limit state, kept in the proxy's `Ctx`.
+#[derive(Default)]
+pub struct RequestLimits {
+    reports: [Report; 4],
+    len: usize,
+    backend_checked: bool,
+    /// The backend's in-flight slot, released when the request ends (with the `Ctx`).
+    pub guard: Option<InflightGuard>,
+}
+
+impl RequestLimits {
+    fn report(&mut self, name: &'static str, g: &Gcra, o: &Outcome) {
+        if let Some(slot) = self.reports.get_mut(self.len) {
+            *slot = Report {
+                name,
+                quota: g.capacity,
+                window: g.window_secs(),
+                remaining: g.remaining_of(o),
+                reset: ceil_secs(o.wait),
+            };
+            self.len += 1;
+        }
+    }
+
+    /// The `RateLimit-Policy` and `RateLimit` header values (IETF draft), or `None` when no
+    /// limit with `headers: true` applied to the request.
+    pub fn headers(&self) -> Option<(String, String)> {
+        let reports = &self.reports[..self.len];
+        if reports.is_empty() {
+            return None;
+        }
+        let mut policy = String::with_capacity(40 * reports.len());
+        let mut state = String::with_capacity(40 * reports.len());
+        for (i, r) in reports.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let _ = write!(policy, "{sep}\"{}\";q={};w={}", r.name, r.quota, r.window);
+            let _ = write!(state, "{sep}\"{}\";r={};t={}", r.name, r.remaining, r.reset);
+        }
+        Some((policy, state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const S: u64 = 1_000_000_000;
+
+    fn config(limits: &str, endpoint_limit: &str, backend_extra: &str) -> Config {
+        parse(&format!(
+            r#"
+version: 1
+server: {{ listen: ["127.0.0.1:0"] }}
+{limits}
+backends:
+  a:
+    discovery: {{ static: ["127.0.0.1:9001"] }}
+{backend_extra}
+endpoints:
+  - path: "/p/{{id}}"
+    backend: a
+{endpoint_limit}
+  - path: /q
+    backend: a
+"#
+        ))
+        .unwrap()
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/p/1", None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        // every local store answers at once: one poll is enough
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("local limits never wait"),
+        }
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn run(l: &Limits, r: &RequestHeader, ip: Option<IpAddr>, now: u64) -> Result<(), Reason> {
+        let mut st = RequestLimits::default();
+        block_on(l.check_request(0, r, ip, None, now, &mut st)).map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn client_bucket_first_and_it_spares_the_shared_one() {
+        let cfg = config(
+            "rate_limit: { max_rate: 3, client_max_rate: 2, every: 1h }",
+            "",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let r = req(&[]);
+        assert_eq!(run(&l, &r, ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(run(&l, &r, ip("10.0.0.1"), 0), Ok(()));
+        // client empty: 429, and the shared bucket (1 token left) is untouched
+        for _ in 0..5 {
+            assert_eq!(run(&l, &r, ip("10.0.0.1"), 0), Err(Reason::ClientRateLimit));
+        }
+        assert_eq!(run(&l, &r, ip("10.0.0.2"), 0), Ok(()));
+        assert_eq!(
+            run(&l, &r, ip("10.0.0.3"), 0),
+            Err(Reason::ServiceRateLimit)
+        );
+    }
+
+    #[test]
+    fn service_then_endpoint() {
+        let cfg = config(
+            "rate_limit: { max_rate: 10, every: 1h }",
+            "    rate_limit: { max_rate: 1, every: 1h }",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let r = req(&[]);
+        assert_eq!(run(&l, &r, None, 0), Ok(()));
+        assert_eq!(run(&l, &r, None, 0), Err(Reason::EndpointRateLimit));
+        // endpoint 1 has no limit of its own, only the service-wide one (8 tokens left)
+        let mut st = RequestLimits::default();
+        let n = (0..20)
+            .filter(|_| block_on(l.check_request(1, &r, None, None, 0, &mut st)).is_ok())
+            .count();
+        assert_eq!(n, 8);
+    }
+
+    #[test]
+    fn header_strategy_and_fallback_to_ip() {
+        let cfg = config(
+            "rate_limit: { client_max_rate: 1, every: 1h, strategy: header, key: X-Api-Key }",
+            "",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let a = req(&[("x-api-key", "a")]);
+        let b = req(&[("X-Api-Key", "b")]);
+        let none = req(&[]);
+        assert_eq!(run(&l, &a, ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(run(&l, &a, ip("10.0.0.2"), 0), Err(Reason::ClientRateLimit));
+        assert_eq!(run(&l, &b, ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(run(&l, &none, ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(
+            run(&l, &none, ip("10.0.0.1"), 0),
+            Err(Reason::ClientRateLimit)
+        );
+        assert_eq!(run(&l, &none, ip("10.0.0.2"), 0), Ok(()));
+    }
+
+    #[test]
+    fn tiers_pick_the_client_limits() {
+        let cfg = config(
+            r#"rate_limit:
+  every: 1h
+  client_max_rate: 1
+  tiers: { key: X-Plan, levels: [ { value: gold, client_max_rate: 3 }, { value: silver, client_max_rate: 2 } ] }"#,
+            "",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let count = |plan: Option<&str>, who: &str| {
+            let r = match plan {
+                Some(p) => req(&[("x-plan", p)]),
+                None => req(&[]),
+            };
+            (0..10).filter(|_| run(&l, &r, ip(who), 0).is_ok()).count()
+        };
+        assert_eq!(count(Some("gold"), "10.0.0.1"), 3);
+        assert_eq!(count(Some("silver"), "10.0.0.2"), 2);
+        // no tier matches: the block's own client_max_rate
+        assert_eq!(count(Some("bronze"), "10.0.0.3"), 1);
+        assert_eq!(count(None, "10.0.0.4"), 1);
+        // each tier has its own buckets: the gold client still has silver tokens
+        assert_eq!(count(Some("silver"), "10.0.0.1"), 2);
+    }
+
+    #[test]
+    fn tiers_without_default_leave_unmatched_clients_unlimited() {
+        let cfg = config(
+            "rate_limit: { every: 1h, tiers: { key: X-Plan, levels: [ { value: gold, client_max_rate: 1 } ] } }",
+            "",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let r = req(&[("x-plan", "free")]);
+        assert!((0..50).all(|_| run(&l, &r, ip("10.0.0.1"), 0).is_ok()));
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let cfg = config(
+            "rate_limit: { max_rate: 100, client_max_rate: 10, client_capacity: 5, every: 1s }",
+            "    rate_limit: { max_rate: 1, every: 1m, headers: false }",
+            "",
+        );
+        let l = Limits::compile(&cfg, None);
+        let mut st = RequestLimits::default();
+        block_on(l.check_request(0, &req(&[]), None, None, 0, &mut st)).unwrap();
+        let (policy, state) = st.headers().unwrap();
+        assert_eq!(policy, "\"service-client\";q=5;w=1, \"service\";q=100;w=1");
+        assert_eq!(state, "\"service-client\";r=4;t=1, \"service\";r=99;t=1");
+        // second request on the endpoint (1/min): rejected, Retry-After 60 s, no header for it
+        let mut st = RequestLimits::default();
+        let rej = block_on(l.check_request(0, &req(&[]), None, None, 0, &mut st)).unwrap_err();
+        assert_eq!(rej, Rejection::new(Reason::EndpointRateLimit, 60 * S));
+        assert_eq!(rej.retry_after, 60);
+    }
+
+    #[test]
+    fn backend_bounds() {
+        let cfg = config(
+            "",
+            "",
+            "    rate_limit: { max_rate: 2, every: 1h }\n    max_concurrent: 1",
+        );
+        let l = Limits::compile(&cfg, None);
+        let b = &l.backends["a"];
+        let mut st = RequestLimits::default();
+        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        assert_eq!(b.in_flight(), 1);
+        // a retry of the same request is not counted again
+        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        let mut other = RequestLimits::default();
+        assert_eq!(
+            l.check_backend(1, 0, &mut other).unwrap_err().reason,
+            Reason::BackendMaxConcurrent
+        );
+        assert_eq!(b.in_flight(), 1, "the rejected request holds no slot");
+        drop(st);
+        assert_eq!(b.in_flight(), 0);
+        let mut st = RequestLimits::default();
+        assert!(l.check_backend(0, 0, &mut st).is_ok());
+        drop(st);
+        let mut st = RequestLimits::default();
+        let rej = l.check_backend(0, 0, &mut st).unwrap_err();
+        assert_eq!(rej.reason, Reason::BackendRateLimit);
+        assert_eq!(rej.retry_after, 1800);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_buckets() {
+        let base = config(
+            "rate_limit: { max_rate: 10 }",
+            "    rate_limit: { client_max_rate: 5 }",
+            "    rate_limit: { max_rate: 2 }",
+        );
+        let first = Limits::compile(&base, None);
+        let same = Limits::compile(&base, Some(&first));
+        assert!(Arc::ptr_eq(
+            first.service.as_ref().unwrap(),
+            same.service.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            first.endpoints[0].as_ref().unwrap(),
+            same.endpoints[0].as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&first.backends["a"], &same.backends["a"]));
+        assert!(Arc::ptr_eq(
+            &same.backends["a"],
+            same.endpoint_backend[1].as_ref().unwrap()
+        ));
+
+        let changed = config(
+            "rate_limit: { max_rate: 11 }",
+            "    rate_limit: { client_max_rate: 5 }",
+            "    rate_limit: { max_rate: 3 }",
+        );
+        let next = Limits::compile(&changed, Some(&same));
+        assert!(!Arc::ptr_eq(
+            same.service.as_ref().unwrap(),
+            next.service.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            same.endpoints[0].as_ref().unwrap(),
+            next.endpoints[0].as_ref().unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&same.backends["a"], &next.backends["a"]));
+    }
+
+    #[test]
+    fn ident_is_methods_and_path() {
+        let cfg = config("", "    methods: [GET, HEAD]", "");
+        assert_eq!(
+            endpoint_ident(&cfg.endpoints[0]),
+            "endpoint GET,HEAD /p/{id}"
+        );
+        assert_eq!(endpoint_ident(&cfg.endpoints[1]), "endpoint * /q");
+    }
+}
