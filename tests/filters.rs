@@ -334,3 +334,20 @@ security:
     assert!(!g.reload(&broken));
     assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
 }
+
+#[test]
+fn rate_limits_key_on_the_resolved_client_address() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1/32"] }
+rate_limit: { client_max_rate: 1, every: 1h }"#,
+        "",
+    ));
+    // Two clients behind the same trusted proxy get a bucket each.
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 200);
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 429);
+    assert_eq!(status_from(&g, "/x", "2a02:ff0::7"), 200);
+    assert_eq!(status_from(&g, "/x", "2a02:ff0::8"), 429, "same IPv6 /64");
+    assert_eq!(status_from(&g, "/x", "198.51.100.1, 216.160.83.56"), 200);
+}
