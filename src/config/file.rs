@@ -81,6 +81,13 @@ pub struct FileConfig {
     pub backends: BTreeMap<String, BackendFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+    // request filters (shapes in security.rs)
+    #[serde(default)]
+    pub client_ip: Option<super::security::ClientIpFile>,
+    #[serde(default)]
+    pub geoip: Option<super::security::GeoipFile>,
+    #[serde(default)]
+    pub security: Option<super::security::SecurityFile>,
     /// Service-wide rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
@@ -261,6 +268,8 @@ pub struct EndpointFile {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub security: Option<super::security::SecurityFile>,
     /// This endpoint's rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,

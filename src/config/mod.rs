@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod limits;
+pub mod security;
 pub mod tls;
 pub mod validate;
 
@@ -71,6 +72,10 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    // request filters
+    pub client_ip: security::ClientIpConfig,
+    pub geoip: Option<security::GeoipConfig>,
+    pub security: security::SecurityConfig,
     /// Rate limits and backend concurrency bounds (service, per endpoint, per backend).
     pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
@@ -182,6 +187,8 @@ pub struct EndpointConfig {
     pub backend: String,
     pub rewrite: Option<String>,
     pub timeout: Duration,
+    /// Filters of this endpoint, added to the service-wide ones.
+    pub security: security::SecurityConfig,
 }
 
 /// Parses YAML text into a validated `Config`.

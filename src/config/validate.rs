@@ -152,6 +152,12 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         backends.insert(name.clone(), cfg);
     }
 
+    // request filters (security.rs)
+    let client_ip = super::security::client_ip(f.client_ip.as_ref(), &mut e.0);
+    let geoip = super::security::geoip(f.geoip.as_ref(), &mut e.0);
+    let security =
+        super::security::security("security", f.security.as_ref(), geoip.is_some(), &mut e.0);
+
     // endpoints
     let mut endpoints = Vec::with_capacity(f.endpoints.len());
     for (i, ep) in f.endpoints.iter().enumerate() {
@@ -205,6 +211,12 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             backend: ep.backend.clone(),
             rewrite: ep.rewrite.clone(),
             timeout: e.positive(&format!("{p}.timeout"), ep.timeout, server.timeout),
+            security: super::security::security(
+                &format!("{p}.security"),
+                ep.security.as_ref(),
+                geoip.is_some(),
+                &mut e.0,
+            ),
         });
     }
 
@@ -217,6 +229,9 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             demo,
             backends,
             endpoints,
+            client_ip,
+            geoip,
+            security,
             limits,
             dns,
         };
