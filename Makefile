@@ -4,8 +4,15 @@ CONFIG ?= conf/gatehouse.yaml
 
 .PHONY: run test deps test-deps build release lint bench fmt fuzz
 
+# cmake: zlib-ng (Pingora); perl + make + a C compiler: the vendored OpenSSL (Pingora's
+# `openssl` feature builds it from source and links it statically, no libssl-dev needed).
 deps:
-	@command -v cmake >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq cmake; }
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	perl -MFindBin -MIPC::Cmd -MFile::Compare -e1 2>/dev/null || missing="$$missing perl"; \
+	command -v make >/dev/null || missing="$$missing make"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	if [ -n "$$missing" ]; then (apt-get update -qq || true) && apt-get install -y -qq $$missing; fi
 
 # redis-server: the `store: redis` tests and benches start their own on a free port.
 test-deps: deps

@@ -5,7 +5,9 @@
 #   DURATION=20s CONNS=128 benches/compare.sh
 #
 # Targets (all on 127.0.0.1, one worker each): the upstream directly (an nginx returning a
-# small body), nginx as a plain proxy, gatehouse passthrough. Prints requests/s, p50, p99
+# small body), nginx as a plain proxy, gatehouse passthrough; then both again over HTTPS with
+# the same certificate (ECDSA P-256, TLS 1.3), keep-alive over h1 and over h2 (oha --http2,
+# 8 streams per connection). TLS=0 skips the HTTPS rows. Prints requests/s, p50, p99
 # and the CPU microseconds per request of each proxy process (utime+stime from /proc), and
 # the ratios to nginx. Installs oha (cargo) and nginx-light (apt) when missing.
 set -euo pipefail
@@ -22,7 +24,13 @@ cargo build --release --quiet
 GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port); GHP=$(free_port)
+UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
+TLS=${TLS:-1}
+
+# One certificate for both proxies.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 cat > "$WORK/upstream.conf" <<NGINX
 worker_processes 1;
@@ -54,6 +62,20 @@ http {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
+  server {
+    listen 127.0.0.1:$NGXS ssl http2;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
 }
 NGINX
 
@@ -65,6 +87,10 @@ server:
   access_log: false
   pid_file: $WORK/gh.pid
   upgrade_sock: $WORK/gh.sock
+  tls:
+    listen: ["127.0.0.1:$GHS"]
+    certificates: [{ cert: $WORK/cert.pem, key: $WORK/key.pem }]
+    http2: true
 backends:
   app:
     discovery: { static: ["127.0.0.1:$UP"] }
@@ -92,13 +118,14 @@ proxy_pids() { # $1 = name
 }
 HZ=$(getconf CLK_TCK)
 
-printf "%-12s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
+printf "%-16s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
 declare -A RPS CPU
-run() { # name port
-  local name=$1 port=$2 pids before=0 after=0
-  pids=$(proxy_pids "$name")
+run() { # name port [scheme [oha args...]]; the process is the name's first word (nginx-h2 -> nginx)
+  local name=$1 port=$2 scheme=${3:-http} pids before=0 after=0
+  shift $(( $# < 3 ? $# : 3 ))
+  pids=$(proxy_pids "${name%%-*}")
   for p in $pids; do before=$((before + $(ticks "$p"))); done
-  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:$port/bench" > "$WORK/$name.json"
+  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port/bench" > "$WORK/$name.json"
   for p in $pids; do after=$((after + $(ticks "$p"))); done
   python3 - "$WORK/$name.json" "$name" $((after - before)) "$HZ" <<'PY' > "$WORK/$name.line"
 import json, sys
@@ -112,14 +139,32 @@ cpu = (ticks / hz * 1e6 / total) if name != "upstream" else float("nan")
 print(f"{name} {rps:.0f} {lat['p50']*1000:.3f} {lat['p99']*1000:.3f} {cpu:.1f} {ok}/{total}")
 PY
   read -r n rps p50 p99 cpu okc < "$WORK/$name.line"
-  printf "%-12s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
+  printf "%-16s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
   RPS[$name]=$rps; CPU[$name]=$cpu
 }
 run upstream "$UP"
 run nginx "$NGX"
 run gatehouse "$GHP"
-python3 - "${RPS[gatehouse]}" "${RPS[nginx]}" "${CPU[gatehouse]}" "${CPU[nginx]}" <<'PY'
+if [ "$TLS" = 1 ]; then
+  for p in $NGXS $GHS; do
+    for _ in $(seq 100); do curl -sfk "https://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
+  done
+  run nginx-https "$NGXS" https
+  run gatehouse-https "$GHS" https
+  run nginx-h2 "$NGXS" https --http2 -p 8
+  run gatehouse-h2 "$GHS" https --http2 -p 8
+fi
+ratio() { # label gatehouse-name nginx-name
+  python3 - "$1" "${RPS[$2]}" "${RPS[$3]}" "${CPU[$2]}" "${CPU[$3]}" <<'PY'
 import sys
-g, n, gc, nc = map(float, sys.argv[1:])
-print(f"\ngatehouse/nginx: throughput x{g/n:.2f}, cpu per request x{gc/nc:.2f}")
+label = sys.argv[1]
+g, n, gc, nc = map(float, sys.argv[2:])
+print(f"gatehouse/nginx {label}: throughput x{g/n:.2f}, cpu per request x{gc/nc:.2f}")
 PY
+}
+echo
+ratio "http  " gatehouse nginx
+if [ "$TLS" = 1 ]; then
+  ratio "https " gatehouse-https nginx-https
+  ratio "h2    " gatehouse-h2 nginx-h2
+fi

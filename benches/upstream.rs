@@ -31,6 +31,7 @@ fn backend(balance: Balance, breaker: bool) -> Backend {
             max_idle_connections: 1,
             retries: 1,
             host_header: None,
+            tls: None,
         },
     )
 }

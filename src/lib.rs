@@ -6,10 +6,12 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod filters;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -67,6 +67,14 @@ fn main() {
         }
     };
     if check {
+        // What only compiling finds: the GeoIP database, the bot pattern set's size.
+        if let Err(errs) = gatehouse::filters::Filters::compile(&cfg, None) {
+            eprintln!("{}: invalid config:", opts.config_path.display());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            exit(1);
+        }
         println!("{}: ok", opts.config_path.display());
         exit(0);
     }

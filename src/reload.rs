@@ -53,6 +53,15 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if o.grace_period != n.grace_period {
         v.push("server.grace_period");
     }
+    let tls_listeners = |c: &config::Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.listen.clone(), t.min_version, t.http2))
+    };
+    if tls_listeners(old) != tls_listeners(new) {
+        v.push("server.tls (listen, min_version, http2)");
+    }
     if old.demo != new.demo {
         v.push("demo");
     }

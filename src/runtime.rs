@@ -19,6 +19,8 @@ pub struct Runtime {
     pub router: Router,
     pub endpoints: Vec<Endpoint>,
     pub backends: BTreeMap<String, Arc<Backend>>,
+    /// Client address resolution and the security chains (service-wide, per endpoint).
+    pub filters: crate::filters::Filters,
     /// Rate limits and backend bounds (src/limits); unchanged ones keep their buckets.
     pub limits: crate::limits::Limits,
     /// 1 for the first config, +1 for each successful reload.
@@ -67,8 +69,10 @@ impl Runtime {
                 timeout: ep.timeout,
             });
         }
+        let filters = crate::filters::Filters::compile(&config, previous.map(|p| &p.filters))?;
         let limits = crate::limits::Limits::compile(&config, previous.map(|p| &p.limits));
         Ok(Runtime {
+            filters,
             limits,
             config,
             router,

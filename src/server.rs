@@ -80,6 +80,17 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    if let Some(tls) = &cfg.server.tls {
+        for addr in &tls.listen {
+            match crate::tls::listener_settings(tls, shared.clone()) {
+                Ok(settings) => proxy.add_tls_with_settings(&addr.to_string(), None, settings),
+                Err(e) => {
+                    eprintln!("server.tls: cannot set up the HTTPS listener {addr}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
     server.add_service(proxy);
 
     if let Some(admin) = cfg.server.admin {

@@ -280,3 +280,62 @@ fn slow_headers_are_cut_off() {
     std::thread::sleep(Duration::from_millis(600)); // idle longer than the header timeout
     assert_eq!(c.get("/public/b").unwrap().status, 200);
 }
+
+/// Encoding tricks aimed at a route guarded by a filter: each is either refused by that
+/// filter (it normalises to the guarded route), or lands on the route its normalised path
+/// names; the guarded upstream never sees a request.
+#[test]
+fn path_tricks_cannot_bypass_an_endpoint_filter() {
+    let public = MockUpstream::start(Behaviour::Echo);
+    let admin = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&format!(
+        r#"version: 1
+server:
+  listen: ["LISTEN"]
+  admin: {{ listen: "ADMIN" }}
+  pid_file: TMPDIR/gatehouse.pid
+  upgrade_sock: TMPDIR/upgrade.sock
+backends:
+  public: {{ discovery: {{ static: ["{}"] }} }}
+  admin: {{ discovery: {{ static: ["{}"] }} }}
+endpoints:
+  - {{ path: "/public/{{*rest}}", backend: public }}
+  - path: "/admin/{{*rest}}"
+    backend: admin
+    security: {{ ip_filter: {{ mode: allow, cidrs: ["10.0.0.0/8"] }} }}
+"#,
+        public.addr, admin.addr
+    ));
+    for trick in [
+        "/admin/x",
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/%2E%2E/%2e/admin/x",
+        "//admin//x",
+        "/%61dmin/x",
+        "/%61%64%6d%69%6e/x",
+        "/public/./../admin/x?q=1",
+        "/./admin/x",
+        "/x/../../admin/x",
+    ] {
+        let r = get(g.addr, trick, &[]);
+        assert_eq!(r.status, 403, "{trick}: {}", r.text());
+        assert!(r.text().contains("ip_filter"), "{trick}");
+    }
+    for (trick, status) in [
+        ("/admin%2Fx", 404),
+        ("/public/..%2Fadmin/x", 200),
+        ("/ADMIN/x", 404),
+        ("/admin", 404),
+    ] {
+        let r = get(g.addr, trick, &[]);
+        assert_eq!(r.status, status, "{trick}");
+        if status == 200 {
+            assert!(
+                public.last().unwrap().target.starts_with("/public/"),
+                "{trick}"
+            );
+        }
+    }
+    assert_eq!(admin.count(), 0, "the guarded upstream was reached");
+}

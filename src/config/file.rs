@@ -81,6 +81,13 @@ pub struct FileConfig {
     pub backends: BTreeMap<String, BackendFile>,
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+    // request filters (shapes in security.rs)
+    #[serde(default)]
+    pub client_ip: Option<super::security::ClientIpFile>,
+    #[serde(default)]
+    pub geoip: Option<super::security::GeoipFile>,
+    #[serde(default)]
+    pub security: Option<super::security::SecurityFile>,
     /// Service-wide rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
@@ -113,6 +120,12 @@ pub struct ServerFile {
     pub pid_file: Option<String>,
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// Request bodies above this size get 413 (see config/tls.rs).
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+    /// HTTPS listeners (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::TlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -143,6 +156,9 @@ pub struct BackendFile {
     /// Host header sent upstream; by default the client's Host is passed through.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// HTTPS upstream (see config/tls.rs).
+    #[serde(default)]
+    pub tls: Option<super::tls::BackendTlsFile>,
     /// One bucket for this backend (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::BackendRateLimitFile>,
@@ -255,6 +271,8 @@ pub struct EndpointFile {
     pub rewrite: Option<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub security: Option<super::security::SecurityFile>,
     /// This endpoint's rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,

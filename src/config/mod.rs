@@ -5,6 +5,8 @@
 
 pub mod file;
 pub mod limits;
+pub mod security;
+pub mod tls;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -70,6 +72,10 @@ pub struct Config {
     pub demo: Option<SocketAddr>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    // request filters
+    pub client_ip: security::ClientIpConfig,
+    pub geoip: Option<security::GeoipConfig>,
+    pub security: security::SecurityConfig,
     /// Rate limits and backend concurrency bounds (service, per endpoint, per backend).
     pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
@@ -87,6 +93,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
+    /// `None` = no limit.
+    pub max_body_size: Option<u64>,
+    pub tls: Option<tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +120,8 @@ pub struct BackendConfig {
     pub max_idle_connections: usize,
     pub retries: u32,
     pub host_header: Option<String>,
+    /// `Some` = the hosts speak HTTPS.
+    pub tls: Option<tls::BackendTls>,
 }
 
 // --- upstream resilience (issue 5) ---
@@ -176,6 +187,8 @@ pub struct EndpointConfig {
     pub backend: String,
     pub rewrite: Option<String>,
     pub timeout: Duration,
+    /// Filters of this endpoint, added to the service-wide ones.
+    pub security: security::SecurityConfig,
 }
 
 /// Parses YAML text into a validated `Config`.

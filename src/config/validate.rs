@@ -96,6 +96,17 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .upgrade_sock
             .clone()
             .unwrap_or_else(|| "/tmp/gatehouse_upgrade.sock".into()),
+        max_body_size: match s.max_body_size {
+            Some(Size(0)) => {
+                e.push("server.max_body_size", "must be > 0 (omit it for no limit)");
+                None
+            }
+            other => other.map(|Size(n)| n),
+        },
+        tls: s
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::server_tls(t, &mut e.0)),
     };
     let demo = f
         .demo
@@ -125,6 +136,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             max_idle_connections: b.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
             retries: b.retries.unwrap_or(1),
             host_header: b.host_header.clone(),
+            tls: b
+                .tls
+                .as_ref()
+                .and_then(|t| super::tls::backend_tls(&p, t, b.host_header.as_deref(), &mut e.0)),
         };
         if cfg.retries > 16 {
             e.push(format!("{p}.retries"), "must be <= 16");
@@ -136,6 +151,12 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         }
         backends.insert(name.clone(), cfg);
     }
+
+    // request filters (security.rs)
+    let client_ip = super::security::client_ip(f.client_ip.as_ref(), &mut e.0);
+    let geoip = super::security::geoip(f.geoip.as_ref(), &mut e.0);
+    let security =
+        super::security::security("security", f.security.as_ref(), geoip.is_some(), &mut e.0);
 
     // endpoints
     let mut endpoints = Vec::with_capacity(f.endpoints.len());
@@ -190,6 +211,12 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             backend: ep.backend.clone(),
             rewrite: ep.rewrite.clone(),
             timeout: e.positive(&format!("{p}.timeout"), ep.timeout, server.timeout),
+            security: super::security::security(
+                &format!("{p}.security"),
+                ep.security.as_ref(),
+                geoip.is_some(),
+                &mut e.0,
+            ),
         });
     }
 
@@ -202,6 +229,9 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             demo,
             backends,
             endpoints,
+            client_ip,
+            geoip,
+            security,
             limits,
             dns,
         };

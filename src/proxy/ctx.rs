@@ -19,8 +19,12 @@ pub struct Ctx {
     /// Hosts tried so far (a retry goes to another one).
     pub tried: Vec<SocketAddr>,
     pub upstream_start: Option<Instant>,
+    /// The resolved client address (SPEC §3.1), set in `request_filter`.
+    pub client_ip: Option<std::net::IpAddr>,
     /// Set when gatehouse answered (or will answer) by itself.
     pub reason: Option<Reason>,
+    /// Request body bytes seen so far (for `max_body_size`).
+    pub body_bytes: u64,
     /// Rate-limit state: RateLimit header numbers, Retry-After, the backend in-flight slot.
     pub limits: crate::limits::RequestLimits,
     /// Retry-After (seconds) of that answer.
@@ -41,6 +45,8 @@ impl Ctx {
             tried: Vec::new(),
             upstream_start: None,
             reason: None,
+            client_ip: None,
+            body_bytes: 0,
             limits: Default::default(),
             retry_after: None,
             breaker: None,

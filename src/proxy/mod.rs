@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod ctx;
+pub mod edge;
 pub mod respond;
 pub mod route;
 
@@ -80,14 +81,52 @@ fn route_request(rt: &crate::runtime::Runtime, req: &RequestHeader) -> Routed {
     }
 }
 
+/// SPEC §3 steps 1-4: client address, service-wide filters, route, endpoint filters.
+/// Returns the resolved client address with the routing (or rejection) decision.
+fn admit(
+    rt: &crate::runtime::Runtime,
+    req: &RequestHeader,
+    peer: Option<std::net::IpAddr>,
+) -> (Option<std::net::IpAddr>, Routed) {
+    use crate::filters::{Decision, Subject};
+    let f = &rt.filters;
+    let client = peer.map(|p| f.client_ip.resolve(p, &req.headers));
+    let ua = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .map(|v| v.as_bytes());
+    let mut subject = Subject::new(client, ua, f.geo.as_deref());
+    if let Decision::Reject(r) = f.service.check(&mut subject) {
+        return (client, Routed::Reject(rejected(r), None));
+    }
+    let routed = route_request(rt, req);
+    if let Routed::To { endpoint, .. } = &routed {
+        if let Some(Decision::Reject(r)) = f.endpoints.get(*endpoint).map(|c| c.check(&mut subject))
+        {
+            return (client, Routed::Reject(rejected(r), None));
+        }
+    }
+    (client, routed)
+}
+
+fn rejected(r: crate::filters::Rejected) -> Reason {
+    use crate::filters::Rejected as R;
+    match r {
+        R::IpFilter => Reason::IpFilter,
+        R::Geofence => Reason::Geofence,
+        R::BotDetector => Reason::BotDetector,
+    }
+}
+
 fn client_addr(session: &Session) -> Option<std::net::SocketAddr> {
     session.client_addr().and_then(|a| a.as_inet()).copied()
 }
 
-/// The client address the limits key on: the TCP peer for now. The one place to switch to
-/// the trusted-proxy resolution (`ctx.client_ip`) when it lands.
-fn client_ip(session: &Session, _ctx: &Ctx) -> Option<std::net::IpAddr> {
-    client_addr(session).map(|a| a.ip())
+/// The client address the limits and the consistent hash key on: the one resolved through
+/// `client_ip.trusted_proxies` (SPEC §3.1), else the TCP peer.
+fn client_ip(session: &Session, ctx: &Ctx) -> Option<std::net::IpAddr> {
+    ctx.client_ip
+        .or_else(|| client_addr(session).map(|a| a.ip()))
 }
 
 /// The Retry-After and RateLimit headers of a response made by gatehouse.
@@ -110,8 +149,14 @@ impl ProxyHttp for Gatehouse {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.shared.load_full();
         ctx.start = Instant::now();
-        let routed = route_request(&rt, session.req_header());
+        let peer = client_addr(session).map(|a| a.ip());
+        let (client, routed) = admit(&rt, session.req_header(), peer);
+        ctx.client_ip = client;
         ctx.rt = Some(rt);
+        // edge: redirect_http and max_body_size by Content-Length.
+        if edge::request_filter(session, ctx).await? {
+            return Ok(true);
+        }
         match routed {
             Routed::To {
                 endpoint,
@@ -220,7 +265,8 @@ impl ProxyHttp for Gatehouse {
         let backend = ep.backend.clone();
         // --- upstream resilience (issue 5): a healthy host (the gate ran in proxy_upstream_filter) ---
         let mut ip_buf = [0u8; 16];
-        let key = hash_key(session, &backend.cfg.hash_key, &mut ip_buf);
+        let client = client_ip(session, ctx);
+        let key = hash_key(session, client, &backend.cfg.hash_key, &mut ip_buf);
         let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {
             ctx.reason = Some(Reason::NoHealthyHost);
             ctx.retry_after = Some(1);
@@ -232,7 +278,7 @@ impl ProxyHttp for Gatehouse {
         // --- end upstream resilience ---
         ctx.tried.push(addr);
         let c = &backend.cfg;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = edge::new_peer(addr, c);
         let o = &mut peer.options;
         o.connection_timeout = Some(c.connect_timeout.min(remaining));
         o.total_connection_timeout = Some(c.connect_timeout.min(remaining));
@@ -278,7 +324,10 @@ impl ProxyHttp for Gatehouse {
             upstream.set_uri(parsed);
         }
         if let Some(peer) = client_addr(session) {
-            let ip = peer.ip().to_string();
+            // Always appended (like nginx's $proxy_add_x_forwarded_for): the rightmost entry
+            // is the peer gatehouse saw, so an upstream that trusts gatehouse and walks the
+            // list right to left finds the same client as gatehouse did.
+            let ip = crate::filters::ip::canonical(peer.ip()).to_string();
             let xff = match upstream.headers.get("x-forwarded-for") {
                 Some(prev) => match prev.to_str() {
                     Ok(p) if !p.trim().is_empty() => format!("{p}, {ip}"),
@@ -288,7 +337,10 @@ impl ProxyHttp for Gatehouse {
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(rt) = ctx.rt.as_ref() {
+            crate::filters::geo_headers(&rt.filters, ctx.client_ip, upstream)?;
+        }
+        upstream.insert_header("x-forwarded-proto", edge::forwarded_proto(session))?;
         if let Some(h) = ctx
             .endpoint()
             .and_then(|e| e.backend.cfg.host_header.clone())
@@ -296,6 +348,16 @@ impl ProxyHttp for Gatehouse {
             upstream.insert_header("host", h)?;
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        edge::count_body(session, body, ctx)
     }
 
     async fn upstream_response_filter(
@@ -388,7 +450,8 @@ impl ProxyHttp for Gatehouse {
             .is_ok();
         FailToProxy {
             error_code: reason.status(),
-            can_reuse_downstream: ok,
+            // A body cut by max_body_size is not drained: close after the 413.
+            can_reuse_downstream: ok && reason != Reason::BodyTooLarge,
         }
     }
 
@@ -429,8 +492,10 @@ impl ProxyHttp for Gatehouse {
             .unwrap_or(true);
         if access {
             let req = session.req_header();
-            let client = client_addr(session)
-                .map(|a| a.ip().to_string())
+            let client = ctx
+                .client_ip
+                .or_else(|| client_addr(session).map(|a| a.ip()))
+                .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "-".into());
             let upstream = ctx
                 .tried
@@ -464,6 +529,7 @@ impl ProxyHttp for Gatehouse {
 /// The consistent-hash key: the configured header, else the client address (`buf` holds it).
 fn hash_key<'a>(
     session: &'a Session,
+    client: Option<std::net::IpAddr>,
     key: &crate::config::HashKey,
     buf: &'a mut [u8; 16],
 ) -> &'a [u8] {
@@ -472,7 +538,7 @@ fn hash_key<'a>(
             return v.as_bytes();
         }
     }
-    match client_addr(session).map(|a| a.ip()) {
+    match client {
         Some(std::net::IpAddr::V4(ip)) => {
             buf[..4].copy_from_slice(&ip.octets());
             &buf[..4]

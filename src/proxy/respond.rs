@@ -17,6 +17,11 @@ pub enum Reason {
     UpstreamTimeout,
     EndpointTimeout,
     Internal,
+    IpFilter,
+    Geofence,
+    BotDetector,
+    BodyTooLarge,
+    RedirectHttps,
     // --- rate limits (src/limits) ---
     ClientRateLimit,
     ServiceRateLimit,
@@ -40,6 +45,11 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::EndpointTimeout => "endpoint_timeout",
             Reason::Internal => "internal",
+            Reason::IpFilter => "ip_filter",
+            Reason::Geofence => "geofence",
+            Reason::BotDetector => "bot_detector",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::RedirectHttps => "redirect_https",
             Reason::ClientRateLimit => "client_rate_limit",
             Reason::ServiceRateLimit => "service_rate_limit",
             Reason::EndpointRateLimit => "endpoint_rate_limit",
@@ -58,6 +68,9 @@ impl Reason {
             Reason::BadGateway => 502,
             Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
             Reason::Internal => 500,
+            Reason::IpFilter | Reason::Geofence | Reason::BotDetector => 403,
+            Reason::BodyTooLarge => 413,
+            Reason::RedirectHttps => 308,
             Reason::ClientRateLimit => 429,
             Reason::ServiceRateLimit
             | Reason::EndpointRateLimit
@@ -78,6 +91,11 @@ impl Reason {
             Reason::UpstreamTimeout => "Upstream did not answer in time",
             Reason::EndpointTimeout => "The endpoint's time budget is spent",
             Reason::Internal => "Internal error",
+            Reason::IpFilter => "Client address not allowed",
+            Reason::Geofence => "Client location not allowed",
+            Reason::BotDetector => "Automated client not allowed",
+            Reason::BodyTooLarge => "Request body too large",
+            Reason::RedirectHttps => "Use HTTPS",
             Reason::ClientRateLimit => "Too many requests from this client",
             Reason::ServiceRateLimit => "The service's request rate limit is reached",
             Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
@@ -94,6 +112,8 @@ pub struct Extra<'a> {
     pub allow: Option<&'a str>,
     pub retry_after: Option<u64>,
     pub detail: Option<&'a str>,
+    /// `Location` of a redirect.
+    pub location: Option<&'a str>,
     /// `RateLimit-Policy` and `RateLimit` values (src/limits).
     pub ratelimit: Option<(&'a str, &'a str)>,
 }
@@ -144,6 +164,9 @@ pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<
     h.insert_header("content-length", len.to_string())?;
     if let Some(a) = extra.allow {
         h.insert_header("allow", a)?;
+    }
+    if let Some(l) = extra.location {
+        h.insert_header("location", l)?;
     }
     if let Some(r) = extra.retry_after {
         h.insert_header("retry-after", r.to_string())?;

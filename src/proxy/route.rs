@@ -350,6 +350,7 @@ mod tests {
             backend: "b".into(),
             rewrite: None,
             timeout: Duration::from_secs(1),
+            security: Default::default(),
         }
     }
 

@@ -227,6 +227,7 @@ mod tests {
             max_idle_connections: 1,
             retries: 1,
             host_header: None,
+            tls: None,
         }
     }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -80,11 +82,13 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub struct Gatehouse {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The address `TLSADDR` in the YAML became (an HTTPS listener).
+    pub tls_addr: SocketAddr,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub child: Child,
     pub dir: tempfile::TempDir,
-    ports: (u16, u16),
+    ports: (u16, u16, u16),
 }
 
 impl Gatehouse {
@@ -95,7 +99,7 @@ impl Gatehouse {
 
     pub fn try_start(yaml: &str) -> Result<Gatehouse, String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = (free_port(), free_port());
+        let ports = (free_port(), free_port(), free_port());
         let config_path = dir.path().join("gatehouse.yaml");
         let log_path = dir.path().join("gatehouse.log");
         let text = Self::fill(yaml, ports, &dir);
@@ -115,6 +119,7 @@ impl Gatehouse {
         let mut g = Gatehouse {
             addr: SocketAddr::from(([127, 0, 0, 1], ports.0)),
             admin: SocketAddr::from(([127, 0, 0, 1], ports.1)),
+            tls_addr: SocketAddr::from(([127, 0, 0, 1], ports.2)),
             config_path,
             log_path,
             child,
@@ -127,7 +132,8 @@ impl Gatehouse {
                 return Err(format!("gatehouse exited with {status}:\n{}", g.log()));
             }
             if let Ok(r) = try_get(g.admin, "/ready", &[]) {
-                if r.status == 200 && TcpStream::connect(g.addr).is_ok() {
+                let tls_up = !yaml.contains("TLSADDR") || TcpStream::connect(g.tls_addr).is_ok();
+                if r.status == 200 && TcpStream::connect(g.addr).is_ok() && tls_up {
                     return Ok(g);
                 }
             }
@@ -138,8 +144,9 @@ impl Gatehouse {
         }
     }
 
-    fn fill(yaml: &str, ports: (u16, u16), dir: &tempfile::TempDir) -> String {
-        yaml.replace("LISTEN", &format!("127.0.0.1:{}", ports.0))
+    fn fill(yaml: &str, ports: (u16, u16, u16), dir: &tempfile::TempDir) -> String {
+        yaml.replace("TLSADDR", &format!("127.0.0.1:{}", ports.2))
+            .replace("LISTEN", &format!("127.0.0.1:{}", ports.0))
             .replace("ADMIN", &format!("127.0.0.1:{}", ports.1))
             .replace("TMPDIR", &dir.path().display().to_string())
     }

@@ -1,0 +1,384 @@
+//! Request filters (SPEC §3 steps 1, 2 and 4): client address, ip_filter, geofence,
+//! bot_detector. `Filters::compile` builds them from the config (reusing the GeoIP database
+//! and the bot detectors, with their verdict caches, when their config did not change);
+//! `Chain::check` decides, cheapest filter first, and returns a `Decision` value.
+
+pub mod bot;
+pub mod client_ip;
+pub mod geo;
+pub mod ip;
+
+use crate::config::security::SecurityConfig;
+use crate::config::{Config, ConfigError, ConfigErrors};
+use bot::BotDetector;
+use client_ip::ClientIpResolver;
+use geo::{FileStamp, Geo, GeoDb, Geofence};
+use ip::{CidrSet, IpFilter};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Which filter rejected a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    IpFilter,
+    Geofence,
+    BotDetector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Pass,
+    Reject(Rejected),
+}
+
+/// The facts about one request the filters look at. The GeoIP lookup is made at most once,
+/// when a geofence first needs it.
+pub struct Subject<'a> {
+    /// Resolved client address; `None` only for non-TCP peers.
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a [u8]>,
+    db: Option<&'a GeoDb>,
+    geo: Option<Option<Geo<'a>>>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&'a [u8]>, db: Option<&'a GeoDb>) -> Self {
+        Subject {
+            ip,
+            user_agent,
+            db,
+            geo: None,
+        }
+    }
+
+    /// The client's location, looked up once. `None` = unknown.
+    pub fn geo(&mut self) -> Option<Geo<'a>> {
+        if let Some(g) = self.geo {
+            return g;
+        }
+        let g = match (self.db, self.ip) {
+            (Some(db), Some(ip)) => db.lookup(ip),
+            _ => None,
+        };
+        self.geo = Some(g);
+        g
+    }
+}
+
+/// The filters of one `security` block.
+#[derive(Debug, Default)]
+pub struct Chain {
+    pub ip_filter: Option<IpFilter>,
+    pub geofence: Option<Geofence>,
+    pub bot_detector: Option<Arc<BotDetector>>,
+}
+
+impl Chain {
+    pub fn is_empty(&self) -> bool {
+        self.ip_filter.is_none() && self.geofence.is_none() && self.bot_detector.is_none()
+    }
+
+    /// ip_filter, then geofence, then bot_detector (cheapest first).
+    #[inline]
+    pub fn check(&self, s: &mut Subject<'_>) -> Decision {
+        if let Some(f) = &self.ip_filter {
+            // No address (not a TCP peer): an allow list cannot admit it, a deny list passes it.
+            let ok = match s.ip {
+                Some(ip) => f.allows(ip),
+                None => f.mode == ip::Mode::Deny,
+            };
+            if !ok {
+                return Decision::Reject(Rejected::IpFilter);
+            }
+        }
+        if let Some(g) = &self.geofence {
+            let geo = s.geo();
+            if !g.allows(geo.as_ref()) {
+                return Decision::Reject(Rejected::Geofence);
+            }
+        }
+        if let Some(b) = &self.bot_detector {
+            if b.is_bot(s.user_agent) {
+                return Decision::Reject(Rejected::BotDetector);
+            }
+        }
+        Decision::Pass
+    }
+}
+
+/// Every compiled filter of a runtime.
+#[derive(Debug, Default)]
+pub struct Filters {
+    pub client_ip: ClientIpResolver,
+    pub geo: Option<Arc<GeoDb>>,
+    /// Add X-Geo-* headers to upstream requests.
+    pub forward_geo: bool,
+    /// The service-wide `security` block.
+    pub service: Chain,
+    /// Each endpoint's own block, by endpoint index.
+    pub endpoints: Vec<Chain>,
+}
+
+/// Header names set (and always stripped from the client's request) by `geoip.forward`.
+pub const GEO_HEADERS: [&str; 3] = ["x-geo-country", "x-geo-region", "x-geo-city"];
+
+impl Filters {
+    pub fn compile(config: &Config, previous: Option<&Filters>) -> Result<Filters, ConfigErrors> {
+        let c = &config.client_ip;
+        let headers = c
+            .headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        let client_ip = ClientIpResolver::new(CidrSet::new(&c.trusted_proxies), headers);
+
+        let geo = match &config.geoip {
+            None => None,
+            Some(g) => {
+                let err = |m: String| ConfigErrors::from(ConfigError::new("geoip.database", m));
+                let stamp = FileStamp::of(&g.database).map_err(err)?;
+                let reused = previous
+                    .and_then(|p| p.geo.as_ref())
+                    .filter(|db| db.stamp == stamp)
+                    .cloned();
+                match reused {
+                    Some(db) => Some(db),
+                    None => Some(Arc::new(GeoDb::open(&g.database).map_err(err)?)),
+                }
+            }
+        };
+
+        let mut old_bots: Vec<&Arc<BotDetector>> = Vec::new();
+        if let Some(p) = previous {
+            old_bots.extend(p.service.bot_detector.iter());
+            old_bots.extend(p.endpoints.iter().filter_map(|c| c.bot_detector.as_ref()));
+        }
+        let mut errs = Vec::new();
+        let service = chain(
+            "security",
+            &config.security,
+            geo.as_deref(),
+            &old_bots,
+            &mut errs,
+        );
+        let endpoints = config
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| {
+                chain(
+                    &format!("endpoints[{i}].security"),
+                    &ep.security,
+                    geo.as_deref(),
+                    &old_bots,
+                    &mut errs,
+                )
+            })
+            .collect();
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Filters {
+            client_ip,
+            forward_geo: config.geoip.as_ref().is_some_and(|g| g.forward),
+            geo,
+            service,
+            endpoints,
+        })
+    }
+}
+
+fn chain(
+    path: &str,
+    sec: &SecurityConfig,
+    db: Option<&GeoDb>,
+    old_bots: &[&Arc<BotDetector>],
+    errs: &mut Vec<ConfigError>,
+) -> Chain {
+    let ip_filter = sec
+        .ip_filter
+        .as_ref()
+        .map(|f| IpFilter::new(f.mode, &f.cidrs));
+    let geofence = sec.geofence.as_ref().map(|g| {
+        if let Some(db) = db {
+            if g.uses_city_data() && !db.city {
+                errs.push(ConfigError::new(
+                    format!("{path}.geofence"),
+                    format!(
+                        "regions and cities need a City database; {} is a {} database",
+                        db.stamp.path.display(),
+                        db.database_type
+                    ),
+                ));
+            }
+        }
+        Geofence::new(g.clone())
+    });
+    let bot_detector = sec.bot_detector.as_ref().and_then(|b| {
+        if let Some(old) = old_bots.iter().find(|o| o.cfg == *b) {
+            return Some(Arc::clone(old));
+        }
+        match BotDetector::new(b.clone()) {
+            Ok(d) => Some(Arc::new(d)),
+            Err((sub, msg)) => {
+                errs.push(ConfigError::new(format!("{path}.bot_detector.{sub}"), msg));
+                None
+            }
+        }
+    });
+    Chain {
+        ip_filter,
+        geofence,
+        bot_detector,
+    }
+}
+
+/// Strips client-sent X-Geo-* headers and, with `geoip.forward`, sets them from the database
+/// (each absent when unknown). The region is ISO 3166-2 (`US-CA`), the city its English name.
+pub fn geo_headers(
+    f: &Filters,
+    client: Option<IpAddr>,
+    upstream: &mut pingora::http::RequestHeader,
+) -> pingora::Result<()> {
+    for h in GEO_HEADERS {
+        upstream.remove_header(h);
+    }
+    if !f.forward_geo {
+        return Ok(());
+    }
+    let (Some(db), Some(ip)) = (f.geo.as_deref(), client) else {
+        return Ok(());
+    };
+    let Some(g) = db.lookup(ip) else {
+        return Ok(());
+    };
+    let value = |s: &str| http::HeaderValue::from_bytes(s.as_bytes()).ok();
+    if let Some(v) = g.country.and_then(value) {
+        upstream.insert_header(GEO_HEADERS[0], v)?;
+    }
+    if let Some((c, sub)) = g.region() {
+        let mut r = String::with_capacity(c.len() + 1 + sub.len());
+        r.push_str(c);
+        r.push('-');
+        r.push_str(sub);
+        if let Some(v) = value(&r) {
+            upstream.insert_header(GEO_HEADERS[1], v)?;
+        }
+    }
+    if let Some(v) = g.city_name.and_then(value) {
+        upstream.insert_header(GEO_HEADERS[2], v)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(db: &std::path::Path, patterns: &str) -> Config {
+        crate::config::parse(&format!(
+            r#"
+version: 1
+server: {{ listen: ["127.0.0.1:0"] }}
+geoip: {{ database: "{}" }}
+security:
+  geofence: {{ deny_countries: [KP] }}
+  bot_detector: {{ patterns: [{patterns}] }}
+backends:
+  a: {{ discovery: {{ static: ["127.0.0.1:9001"] }} }}
+endpoints:
+  - {{ path: /a, backend: a, security: {{ bot_detector: {{ patterns: ["x"] }} }} }}
+"#,
+            db.display()
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn reload_reuses_unchanged_database_and_detectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.mmdb");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip-fixtures/countries.mmdb");
+        std::fs::copy(fixture, &db).unwrap();
+        let first = Filters::compile(&cfg(&db, "\"bot\""), None).unwrap();
+        let second = Filters::compile(&cfg(&db, "\"bot\""), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.geo.as_ref().unwrap(),
+            second.geo.as_ref().unwrap()
+        ));
+        let b = |f: &Filters| f.service.bot_detector.clone().unwrap();
+        assert!(Arc::ptr_eq(&b(&first), &b(&second)));
+        // A changed pattern list builds a new detector; the endpoint's is kept.
+        let third = Filters::compile(&cfg(&db, "\"crawler\""), Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(&b(&second), &b(&third)));
+        assert!(Arc::ptr_eq(
+            second.endpoints[0].bot_detector.as_ref().unwrap(),
+            third.endpoints[0].bot_detector.as_ref().unwrap()
+        ));
+        // A changed file (size differs) is re-read.
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/geoip-fixtures/cities.mmdb"),
+            &db,
+        )
+        .unwrap();
+        let fourth = Filters::compile(&cfg(&db, "\"crawler\""), Some(&third)).unwrap();
+        assert!(!Arc::ptr_eq(
+            third.geo.as_ref().unwrap(),
+            fourth.geo.as_ref().unwrap()
+        ));
+        assert!(fourth.geo.as_ref().unwrap().city);
+        // A vanished file is a config error naming geoip.database.
+        std::fs::remove_file(&db).unwrap();
+        let err = Filters::compile(&cfg(&db, "\"crawler\""), Some(&fourth)).unwrap_err();
+        assert_eq!(err.0[0].path, "geoip.database");
+    }
+
+    #[test]
+    fn chain_order_and_single_geo_lookup() {
+        let db = GeoDb::open(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip-fixtures/cities.mmdb"
+        )))
+        .unwrap();
+        let chain = Chain {
+            ip_filter: Some(IpFilter::new(
+                ip::Mode::Deny,
+                &[ip::Cidr::parse("175.45.176.0/24").unwrap()],
+            )),
+            geofence: Some(Geofence::new(geo::GeofenceConfig {
+                deny_countries: vec!["KP".into()],
+                unknown_allows: true,
+                ..Default::default()
+            })),
+            bot_detector: Some(Arc::new(
+                BotDetector::new(bot::BotConfig {
+                    allow: vec![],
+                    deny: vec![],
+                    patterns: vec!["bot".into()],
+                    empty_user_agent_is_bot: false,
+                    cache_size: 10,
+                })
+                .unwrap(),
+            )),
+        };
+        let check = |ip: &str, ua: &str| {
+            let mut s = Subject::new(Some(ip.parse().unwrap()), Some(ua.as_bytes()), Some(&db));
+            chain.check(&mut s)
+        };
+        // The cheapest filter that rejects is the one named.
+        assert_eq!(
+            check("175.45.176.1", "bot"),
+            Decision::Reject(Rejected::IpFilter)
+        );
+        assert_eq!(
+            check("175.45.177.1", "bot"),
+            Decision::Reject(Rejected::Geofence)
+        );
+        assert_eq!(
+            check("81.2.69.142", "bot"),
+            Decision::Reject(Rejected::BotDetector)
+        );
+        assert_eq!(check("81.2.69.142", "human"), Decision::Pass);
+        assert_eq!(check("10.0.0.1", "human"), Decision::Pass);
+    }
+}

@@ -1,0 +1,353 @@
+//! Request filters through the real proxy: client address resolution, ip_filter, geofence
+//! (with the GeoIP fixtures), bot_detector; service-wide and per endpoint.
+//!
+//! The test client connects from 127.0.0.1 only, so foreign and IPv6 clients are made by
+//! trusting 127.0.0.1 as a proxy and sending X-Forwarded-For.
+
+mod common;
+
+use common::{get, Behaviour, Conn, Gatehouse, MockUpstream};
+
+const PROBLEM: &str = "urn:gatehouse:problem:";
+
+fn fixture(name: &str) -> String {
+    format!("{}/geoip-fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(up: &MockUpstream, top: &str, endpoints: &str) -> String {
+    format!(
+        r#"version: 1
+server:
+  listen: ["LISTEN"]
+  admin: {{ listen: "ADMIN" }}
+  grace_period: 1s
+  pid_file: TMPDIR/gatehouse.pid
+  upgrade_sock: TMPDIR/upgrade.sock
+{top}
+backends:
+  app:
+    discovery: {{ static: ["{up}"] }}
+endpoints:
+{endpoints}
+  - path: /{{*rest}}
+    backend: app
+"#,
+        up = up.addr
+    )
+}
+
+fn status_from(g: &Gatehouse, path: &str, xff: &str) -> u16 {
+    get(
+        g.addr,
+        path,
+        &[("X-Forwarded-For", xff), ("User-Agent", "test")],
+    )
+    .status
+}
+
+fn assert_rejected(r: &common::Response, reason: &str) {
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        r.text()
+            .contains(&format!("\"type\":\"{PROBLEM}{reason}\"")),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn ip_filter_with_trusted_forwarding_ipv4_and_ipv6() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1/32"] }
+security:
+  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24", "2001:db8::/32", "198.51.100.9"] }"#,
+        "",
+    ));
+    // The trusted peer itself is not listed.
+    assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    let r = get(g.addr, "/x", &[("X-Forwarded-For", "203.0.113.5")]);
+    assert_rejected(&r, "ip_filter");
+    assert_eq!(status_from(&g, "/x", "198.51.100.9"), 403);
+    assert_eq!(status_from(&g, "/x", "198.51.100.10"), 200);
+    assert_eq!(status_from(&g, "/x", "2001:db8::1"), 403);
+    assert_eq!(status_from(&g, "/x", "[2001:db8:1::7]:443"), 403);
+    assert_eq!(status_from(&g, "/x", "2001:db9::1"), 200);
+    assert_eq!(status_from(&g, "/x", "::ffff:203.0.113.5"), 403);
+    // Right to left: the rightmost untrusted address is the client, whatever is on its left.
+    assert_eq!(status_from(&g, "/x", "203.0.113.5, 198.51.100.1"), 200);
+    assert_eq!(status_from(&g, "/x", "198.51.100.1, 203.0.113.5"), 403);
+    // X-Real-IP is the second configured header.
+    let r = get(g.addr, "/x", &[("X-Real-IP", "203.0.113.77")]);
+    assert_eq!(r.status, 403);
+    // Service-wide filters run before routing: no 404 leaks for a rejected client.
+    assert_eq!(status_from(&g, "/nowhere/at/all", "203.0.113.5"), 403);
+
+    // A rejection keeps the connection alive.
+    let mut c = Conn::open(g.addr).unwrap();
+    let r = c
+        .request("GET", "/x", &[("X-Forwarded-For", "203.0.113.5")], b"")
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(c.get("/x").unwrap().status, 200);
+
+    common::wait_for(
+        "rejection metric",
+        std::time::Duration::from_secs(5),
+        || {
+            let n = g.metric("gatehouse_rejections_total{reason=\"ip_filter\"}");
+            (n >= 9.0).then_some(())
+        },
+    );
+    assert_eq!(
+        g.metric("gatehouse_rejections_total{reason=\"ip_filter\"}"),
+        9.0
+    );
+    // The access log names the resolved client and the reason.
+    common::wait_for("access log", std::time::Duration::from_secs(5), || {
+        g.log()
+            .lines()
+            .any(|l| l.contains("203.0.113.5 \"GET /x") && l.contains("reason=ip_filter"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn forwarding_headers_from_untrusted_peers_change_nothing() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    // No trusted proxies: the peer (127.0.0.1) is the client, always.
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"security:
+  ip_filter: { mode: allow, cidrs: ["127.0.0.0/8", "::1"] }"#,
+        "",
+    ));
+    assert_eq!(status_from(&g, "/x", "203.0.113.5"), 200);
+    assert_eq!(
+        get(g.addr, "/x", &[("X-Real-IP", "2001:db8::1")]).status,
+        200
+    );
+    // Trusting someone else than 127.0.0.1 changes nothing either.
+    let g2 = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["10.0.0.0/8"] }
+security:
+  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24"] }"#,
+        "",
+    ));
+    assert_eq!(status_from(&g2, "/x", "203.0.113.5"), 200);
+    // The upstream gets the client's chain with the peer appended.
+    let rec = up.last().unwrap();
+    assert_eq!(
+        rec.header("x-forwarded-for"),
+        Some("203.0.113.5, 127.0.0.1")
+    );
+}
+
+#[test]
+fn endpoint_ip_filter_adds_to_the_service_wide_one() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1"] }
+security:
+  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24"] }"#,
+        r#"  - path: /admin/{*rest}
+    backend: app
+    security:
+      ip_filter: { mode: allow, cidrs: ["10.0.0.0/8", "fd00::/8"] }"#,
+    ));
+    assert_eq!(status_from(&g, "/admin/x", "10.1.2.3"), 200);
+    assert_eq!(status_from(&g, "/admin/x", "fd12::5"), 200);
+    let r = get(g.addr, "/admin/x", &[("X-Forwarded-For", "81.2.69.142")]);
+    assert_rejected(&r, "ip_filter");
+    assert_eq!(status_from(&g, "/open", "81.2.69.142"), 200);
+    // The service-wide deny still applies to the endpoint and everything else.
+    assert_eq!(status_from(&g, "/open", "203.0.113.1"), 403);
+    // Path tricks do not reach the guarded route unguarded.
+    assert_eq!(status_from(&g, "/open/../admin/x", "81.2.69.142"), 403);
+}
+
+#[test]
+fn geofence_countries_regions_unknown_and_forwarded_headers() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let top = format!(
+        r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}", forward: true }}
+security:
+  geofence: {{ deny_countries: [KP], unknown: allow }}"#,
+        fixture("cities.mmdb")
+    );
+    let g = Gatehouse::start(&config(
+        &up,
+        &top,
+        r#"  - path: /eu/{*rest}
+    backend: app
+    security:
+      geofence: { allow_countries: [DE, GB, SE], deny_cities: [Leeds], unknown: deny }
+  - path: /ca/{*rest}
+    backend: app
+    security:
+      geofence: { allow_regions: [US-CA] }"#,
+    ));
+    // KP is denied everywhere, before routing.
+    let r = get(g.addr, "/x", &[("X-Forwarded-For", "175.45.176.1")]);
+    assert_rejected(&r, "geofence");
+    assert_eq!(status_from(&g, "/nowhere", "175.45.177.9"), 403);
+
+    // GB over IPv4, with the forwarded location.
+    let r = get(
+        g.addr,
+        "/eu/a",
+        &[
+            ("X-Forwarded-For", "81.2.69.142"),
+            ("X-Geo-Country", "forged"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let rec = up.last().unwrap();
+    assert_eq!(rec.header("x-geo-country"), Some("GB"));
+    assert_eq!(rec.header("x-geo-region"), Some("GB-ENG"));
+    assert_eq!(rec.header("x-geo-city"), Some("London"));
+
+    // DE over IPv6.
+    assert_eq!(status_from(&g, "/eu/a", "2a02:ff0::7"), 200);
+    let rec = up.last().unwrap();
+    assert_eq!(rec.header("x-geo-country"), Some("DE"));
+    assert_eq!(rec.header("x-geo-region"), Some("DE-HE"));
+    assert_eq!(rec.header("x-geo-city"), Some("Frankfurt am Main"));
+
+    // US is not in the EU allow list; unknown addresses are denied there.
+    assert_eq!(status_from(&g, "/eu/a", "216.160.83.56"), 403);
+    assert_eq!(status_from(&g, "/eu/a", "10.9.8.7"), 403);
+    assert_eq!(get(g.addr, "/eu/a", &[]).status, 403);
+
+    // Unknown addresses pass elsewhere (unknown: allow), with no geo headers, and
+    // client-sent copies are stripped.
+    let r = get(
+        g.addr,
+        "/other",
+        &[
+            ("X-Forwarded-For", "10.9.8.7"),
+            ("X-Geo-Country", "US"),
+            ("X-Geo-Region", "US-CA"),
+            ("X-Geo-City", "Nowhere"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let rec = up.last().unwrap();
+    assert_eq!(rec.header("x-geo-country"), None);
+    assert_eq!(rec.header("x-geo-region"), None);
+    assert_eq!(rec.header("x-geo-city"), None);
+
+    // Regions: US-CA (IPv6 fixture) passes, US-WA does not.
+    assert_eq!(status_from(&g, "/ca/x", "2001:480::1"), 200);
+    assert_eq!(up.last().unwrap().header("x-geo-region"), Some("US-CA"));
+    assert_eq!(status_from(&g, "/ca/x", "216.160.83.56"), 403);
+    // Japan (IPv6) passes the service-wide fence.
+    assert_eq!(status_from(&g, "/x", "2001:218::1"), 200);
+    assert_eq!(up.last().unwrap().header("x-geo-country"), Some("JP"));
+}
+
+#[test]
+fn geofence_with_a_country_database() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let top = format!(
+        r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}" }}
+security:
+  geofence: {{ allow_countries: [GB, SE, DE], unknown: deny }}"#,
+        fixture("countries.mmdb")
+    );
+    let g = Gatehouse::start(&config(&up, &top, ""));
+    assert_eq!(status_from(&g, "/x", "89.160.20.128"), 200);
+    // forward is off: no geo headers upstream.
+    assert_eq!(up.last().unwrap().header("x-geo-country"), None);
+    assert_eq!(status_from(&g, "/x", "2a02:ff0::1"), 200);
+    assert_eq!(status_from(&g, "/x", "175.16.199.1"), 403);
+    assert_eq!(status_from(&g, "/x", "1.130.0.1"), 403);
+    assert_eq!(status_from(&g, "/x", "192.168.1.1"), 403);
+}
+
+#[test]
+fn bot_detector_service_wide_and_per_endpoint() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"security:
+  bot_detector:
+    allow: ["curl/8 healthcheck"]
+    deny: ["BadBot/2.0"]
+    patterns: ["(?i)scrapy", "curl/"]
+    empty_user_agent_is_bot: true
+    cache_size: 100"#,
+        r#"  - path: /api/{*rest}
+    backend: app
+    security: { bot_detector: { patterns: ["(?i)python-requests"] } }"#,
+    ));
+    let ua = |path: &str, ua: &str| get(g.addr, path, &[("User-Agent", ua)]).status;
+    let browser = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    assert_eq!(ua("/x", browser), 200);
+    assert_eq!(ua("/x", browser), 200, "cached verdict");
+    let r = get(
+        g.addr,
+        "/x",
+        &[("User-Agent", "Scrapy/2.11 (+https://scrapy.org)")],
+    );
+    assert_rejected(&r, "bot_detector");
+    assert_eq!(ua("/x", "curl/8.5.0"), 403);
+    assert_eq!(ua("/x", "curl/8 healthcheck"), 200);
+    assert_eq!(ua("/x", "BadBot/2.0"), 403);
+    assert_eq!(ua("/x", "BadBot/2.1"), 200);
+    assert_eq!(get(g.addr, "/x", &[]).status, 403, "no User-Agent");
+    // The endpoint's patterns add to the service-wide ones, only on that endpoint.
+    assert_eq!(ua("/api/v1", "python-requests/2.31"), 403);
+    assert_eq!(ua("/other", "python-requests/2.31"), 200);
+    assert_eq!(ua("/api/v1", "curl/8.5.0"), 403);
+    assert_eq!(ua("/api/v1", browser), 200);
+    common::wait_for("metrics", std::time::Duration::from_secs(5), || {
+        (g.metric("gatehouse_rejections_total{reason=\"bot_detector\"}") >= 6.0).then_some(())
+    });
+}
+
+#[test]
+fn reload_swaps_filters_and_keeps_the_geoip_database_when_unchanged() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let top = |deny: &str| {
+        format!(
+            r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}" }}
+security:
+  geofence: {{ deny_countries: [{deny}] }}"#,
+            fixture("countries.mmdb")
+        )
+    };
+    let g = Gatehouse::start(&config(&up, &top("KP"), ""));
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 200);
+    assert!(g.reload(&config(&up, &top("GB"), "")));
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
+    assert_eq!(status_from(&g, "/x", "175.45.176.1"), 200);
+    // A reload naming a missing database changes nothing.
+    let broken = config(&up, &top("KP"), "").replace("countries.mmdb", "missing.mmdb");
+    assert!(!g.reload(&broken));
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
+}
+
+#[test]
+fn rate_limits_key_on_the_resolved_client_address() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1/32"] }
+rate_limit: { client_max_rate: 1, every: 1h }"#,
+        "",
+    ));
+    // Two clients behind the same trusted proxy get a bucket each.
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 200);
+    assert_eq!(status_from(&g, "/x", "81.2.69.142"), 429);
+    assert_eq!(status_from(&g, "/x", "2a02:ff0::7"), 200);
+    assert_eq!(status_from(&g, "/x", "2a02:ff0::8"), 429, "same IPv6 /64");
+    assert_eq!(status_from(&g, "/x", "198.51.100.1, 216.160.83.56"), 200);
+}
