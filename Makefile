@@ -29,7 +29,7 @@ test: test-deps
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets
 
-bench: build
+bench: build test-deps
 	cargo bench
 	benches/compare.sh
 
