@@ -66,7 +66,7 @@ impl BucketStore for Store {
 impl Store {
     /// The in-process store. A `store: redis` block keeps one too, for
     /// `on_store_failure: local` (see `RouteLimiter::redis`).
-    fn new(_kind: StoreKind) -> Store {
+    fn new() -> Store {
         Store::Local(LocalStore::new(DEFAULT_MAX_CLIENTS))
     }
 }
@@ -97,10 +97,10 @@ struct ClientSet {
 }
 
 impl ClientSet {
-    fn new(rate: &Rate, kind: StoreKind, redis_prefix: String) -> ClientSet {
+    fn new(rate: &Rate, redis_prefix: String) -> ClientSet {
         ClientSet {
             gcra: gcra(rate),
-            store: Store::new(kind),
+            store: Store::new(),
             redis_prefix,
         }
     }
@@ -161,7 +161,7 @@ impl RouteLimiter {
                             TierMatch::Any => format!("{prefix}tier=*:"),
                             TierMatch::Exact(v) => format!("{prefix}tier={v}:"),
                         };
-                        (l.value.clone(), ClientSet::new(&l.client, cfg.store, set))
+                        (l.value.clone(), ClientSet::new(&l.client, set))
                     })
                     .collect(),
             ),
@@ -180,7 +180,7 @@ impl RouteLimiter {
             client: cfg
                 .client
                 .as_ref()
-                .map(|r| ClientSet::new(r, cfg.store, format!("{prefix}client:"))),
+                .map(|r| ClientSet::new(r, format!("{prefix}client:"))),
             tier_header,
             tiers,
             key_header,
