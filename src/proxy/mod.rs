@@ -368,10 +368,7 @@ impl ProxyHttp for Gatehouse {
     ) -> Result<()> {
         let backend = ctx.endpoint().map(|e| e.backend.clone());
         if let (Some(start), Some(backend)) = (ctx.upstream_start, backend) {
-            metrics()
-                .upstream_latency
-                .with_label_values(&[backend.name.as_str()])
-                .observe(start.elapsed().as_secs_f64());
+            backend.latency.observe(start.elapsed().as_secs_f64());
             // --- upstream resilience (issue 5): the host answered; 5xx is a breaker failure ---
             if let Some(addr) = ctx.tried.last() {
                 backend.responded(*addr);
@@ -479,11 +476,15 @@ impl ProxyHttp for Gatehouse {
         }
         // --- end upstream resilience ---
         let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
-        let m = metrics();
-        let mut buf = itoa_buf(status);
-        m.requests.with_label_values(&[route, buf.as_str()]).inc();
+        match ctx.endpoint() {
+            Some(ep) => ep.requests.inc(status),
+            None => crate::metrics::unrouted().inc(status),
+        }
         if let Some(r) = ctx.reason {
-            m.rejections.with_label_values(&[r.id()]).inc();
+            match crate::metrics::rejection(r as usize, r.id()) {
+                Some(c) => c.inc(),
+                None => metrics().rejections.with_label_values(&[r.id()]).inc(),
+            }
         }
         let access = ctx
             .rt
@@ -517,7 +518,6 @@ impl ProxyHttp for Gatehouse {
                 warn!("request failed: {err}");
             }
         }
-        buf.clear();
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
@@ -549,8 +549,4 @@ fn hash_key<'a>(
         }
         None => &[],
     }
-}
-
-fn itoa_buf(n: u16) -> String {
-    n.to_string()
 }
