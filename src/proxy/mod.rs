@@ -340,7 +340,8 @@ impl ProxyHttp for Gatehouse {
         if let Some(rt) = ctx.rt.as_ref() {
             crate::filters::geo_headers(&rt.filters, ctx.client_ip, upstream)?;
         }
-        upstream.insert_header("x-forwarded-proto", edge::forwarded_proto(session))?;
+        let proto = http::HeaderValue::from_static(edge::forwarded_proto(session));
+        upstream.insert_header("x-forwarded-proto", proto)?;
         if let Some(h) = ctx
             .endpoint()
             .and_then(|e| e.backend.cfg.host_header.clone())
