@@ -7,9 +7,9 @@ use super::*;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-/// Work stealing between the proxy threads, Pingora's default; chosen by measurement (README
-/// "Performance").
-pub const DEFAULT_WORK_STEALING: bool = true;
+/// One single-threaded runtime per proxy thread (no work stealing): measured faster with one
+/// worker (README "Performance").
+pub const DEFAULT_WORK_STEALING: bool = false;
 pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ: Duration = Duration::from_secs(5);
 pub const DEFAULT_WRITE: Duration = Duration::from_secs(5);
