@@ -106,13 +106,11 @@ impl AsyncRead for HeaderDeadline {
             this.waiting_first_byte = true;
             this.newlines = 0;
         }
-        if this.armed {
-            if this.sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request header not complete within header_read_timeout",
-                )));
-            }
+        if this.armed && this.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request header not complete within header_read_timeout",
+            )));
         }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
