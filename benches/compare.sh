@@ -3,9 +3,13 @@
 #
 #   benches/compare.sh                 # 10 s per target, 64 connections
 #   DURATION=20s CONNS=128 benches/compare.sh
+#   GH=/tmp/gh-old GH_FULL=/tmp/gh-new TLS=0 benches/compare.sh   # two builds, no rebuild
 #
 # Targets (all on 127.0.0.1, one worker each): the upstream directly (an nginx returning a
-# small body), nginx as a plain proxy, gatehouse passthrough; then both again over HTTPS with
+# small body), nginx as a plain proxy, gatehouse passthrough, gatehouse with the full filter
+# chain of SPEC §7 (gatehouse_full: ip_filter with 1,000 CIDRs, geofence, bot_detector with
+# 1,500 patterns, a client rate limit too high to reject, a circuit breaker; every request
+# passes all of them); then nginx and gatehouse passthrough again over HTTPS with
 # the same certificate (ECDSA P-256, TLS 1.3), keep-alive over h1 and over h2 (oha --http2,
 # 8 streams per connection). TLS=0 skips the HTTPS rows. Prints requests/s, p50, p99
 # and the CPU microseconds per request of each proxy process (utime+stime from /proc), and
@@ -20,11 +24,15 @@ trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; pkill -P $$ 2>/
 command -v oha >/dev/null || cargo install oha --locked
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 command -v cmake >/dev/null || apt-get install -y -qq cmake
-cargo build --release --quiet
-GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
+if [ -z "${GH:-}" ]; then   # GH=path/to/gatehouse compares another build
+  cargo build --release --quiet
+  GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
+GHF=$(free_port)
+GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 
 # One certificate for both proxies.
@@ -99,11 +107,66 @@ endpoints:
   - { path: "/{*rest}", backend: app }
 YAML
 
+# The full chain: the filters' inputs generated like benches/filters.rs does (1,000 random
+# CIDRs outside 127/8, the 1,500 sample bot patterns of src/filters/bot.rs); oha's
+# User-Agent matches no pattern and 127.0.0.1 is in no list nor in the GeoIP database.
+python3 - "$WORK/full.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" <<'PY'
+import random, sys
+out, port, up, work, mmdb = sys.argv[1:]
+rng = random.Random(7)
+cidrs = []
+while len(cidrs) < 1000:
+    a = rng.randrange(1, 224)
+    if a == 127:
+        continue
+    bits = rng.choice([16, 20, 24, 28, 32])
+    ip = (a << 24) | rng.getrandbits(24)
+    ip &= (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    cidrs.append(f"{ip>>24}.{(ip>>16)&255}.{(ip>>8)&255}.{ip&255}/{bits}")
+stems = ["bot", "crawler", "spider", "scraper", "fetch", "archiver", "indexer", "checker",
+         "monitor", "preview", "harvest", "slurp", "agent", "scan", "reader", "seo"]
+vendors = ["acme", "blue", "quick", "deep", "open", "net", "web", "data", "sky", "metric",
+           "link", "page", "site", "rank", "meta", "giga", "nova", "zeta", "orbit", "pixel",
+           "alpha", "delta", "echo", "lumen", "terra", "vector", "quant", "hyper", "atlas",
+           "cobalt"]
+pats = []
+for i in range(1500):
+    v = vendors[i % len(vendors)]; s = stems[(i // len(vendors)) % len(stems)]
+    k = i // (len(vendors) * len(stems))
+    pats.append([f"(?i){v}{s}{k}", f"{v}-?{s}{k}/\\d+", f"(?i)^{v}{k}[ _]{s}",
+                 f"{v}{s}{k}\\.(com|net|io)", f"(?i){v}{k} {s}/[0-9.]+"][i % 5])
+q = lambda xs: "[" + ", ".join("'" + x + "'" for x in xs) + "]"   # single-quoted YAML: backslashes are literal
+open(out, "w").write(f"""version: 1
+server:
+  listen: ["127.0.0.1:{port}"]
+  threads: 1
+  access_log: false
+  pid_file: {work}/ghf.pid
+  upgrade_sock: {work}/ghf.sock
+geoip:
+  database: {mmdb}
+security:
+  ip_filter: {{ mode: deny, cidrs: {q(cidrs)} }}
+  geofence: {{ deny_countries: [KP], unknown: allow }}
+  bot_detector: {{ patterns: {q(pats)} }}
+rate_limit: {{ client_max_rate: 100000000 }}
+backends:
+  app:
+    discovery: {{ static: ["127.0.0.1:{up}"] }}
+    max_idle_connections: 256
+    circuit_breaker: {{ max_errors: 5 }}
+endpoints:
+  - {{ path: "/{{*rest}}", backend: app }}
+""")
+PY
+
 nginx -c "$WORK/upstream.conf"
 nginx -c "$WORK/proxy.conf"
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
-for p in $UP $NGX $GHP; do
+RUST_LOG=warn $GH_FULL -c "$WORK/full.yaml" 2>"$WORK/ghf.err" &
+echo $! > "$WORK/gatehouse_full.pid"
+for p in $UP $NGX $GHP $GHF; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -113,6 +176,7 @@ proxy_pids() { # $1 = name
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
     gatehouse) cat "$WORK/gatehouse.pid" ;;
+    gatehouse_full) cat "$WORK/gatehouse_full.pid" ;;
     *) echo "" ;;
   esac
 }
@@ -145,6 +209,7 @@ PY
 run upstream "$UP"
 run nginx "$NGX"
 run gatehouse "$GHP"
+run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
   for p in $NGXS $GHS; do
     for _ in $(seq 100); do curl -sfk "https://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
@@ -164,6 +229,12 @@ PY
 }
 echo
 ratio "http  " gatehouse nginx
+ratio "full  " gatehouse_full nginx
+python3 - "${CPU[gatehouse_full]}" "${CPU[gatehouse]}" <<'PY'
+import sys
+f, p = map(float, sys.argv[1:])
+print(f"full chain / passthrough: cpu per request x{f/p:.2f}")
+PY
 if [ "$TLS" = 1 ]; then
   ratio "https " gatehouse-https nginx-https
   ratio "h2    " gatehouse-h2 nginx-h2

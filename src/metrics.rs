@@ -112,3 +112,73 @@ pub fn render() -> String {
         .encode_to_string(&METRICS.registry.gather())
         .unwrap_or_else(|e| format!("# encoding error: {e}\n"))
 }
+
+/// Status codes whose `gatehouse_requests_total` counter a [`RouteCounters`] keeps at hand.
+const CACHED_STATUSES: [(u16, &str); 16] = [
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (206, "206"),
+    (301, "301"),
+    (302, "302"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// The `gatehouse_requests_total{route,status}` counters of one route, looked up once per
+/// status and then kept: `with_label_values` hashes the labels and takes the vector's lock
+/// on every call, too much for every request. The counters are the registry's own (the same
+/// series as `with_label_values` returns); other statuses fall back to the lookup.
+pub struct RouteCounters {
+    route: String,
+    cells: [std::sync::OnceLock<prometheus::IntCounter>; CACHED_STATUSES.len()],
+}
+
+impl RouteCounters {
+    pub fn new(route: &str) -> RouteCounters {
+        RouteCounters {
+            route: route.to_string(),
+            cells: Default::default(),
+        }
+    }
+
+    /// Counts one request of this route answered with `status`.
+    pub fn inc(&self, status: u16) {
+        let m = metrics();
+        match CACHED_STATUSES.iter().position(|&(s, _)| s == status) {
+            Some(i) => self.cells[i]
+                .get_or_init(|| {
+                    m.requests
+                        .with_label_values(&[self.route.as_str(), CACHED_STATUSES[i].1])
+                })
+                .inc(),
+            None => m
+                .requests
+                .with_label_values(&[self.route.as_str(), status.to_string().as_str()])
+                .inc(),
+        }
+    }
+}
+
+/// The counters of requests no endpoint matched (route label "").
+pub fn unrouted() -> &'static RouteCounters {
+    static UNROUTED: Lazy<RouteCounters> = Lazy::new(|| RouteCounters::new(""));
+    &UNROUTED
+}
+
+/// `gatehouse_rejections_total{reason}` by the reason's index (< 32), looked up once each.
+pub fn rejection(index: usize, id: &str) -> Option<&'static prometheus::IntCounter> {
+    static CELLS: [std::sync::OnceLock<prometheus::IntCounter>; 32] =
+        [const { std::sync::OnceLock::new() }; 32];
+    CELLS
+        .get(index)
+        .map(|c| c.get_or_init(|| metrics().rejections.with_label_values(&[id])))
+}

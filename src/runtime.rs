@@ -33,6 +33,8 @@ pub struct Endpoint {
     pub backend: Arc<Backend>,
     pub rewrite: Option<Rewrite>,
     pub timeout: Duration,
+    /// Its `gatehouse_requests_total` counters, kept at hand (src/metrics.rs).
+    pub requests: crate::metrics::RouteCounters,
 }
 
 impl Runtime {
@@ -63,6 +65,7 @@ impl Runtime {
                 None => None,
             };
             endpoints.push(Endpoint {
+                requests: crate::metrics::RouteCounters::new(&ep.path),
                 pattern: ep.path.clone(),
                 backend,
                 rewrite,

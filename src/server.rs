@@ -40,6 +40,7 @@ pub fn server_conf(cfg: &Config, opts: &Options) -> ServerConf {
         + 1;
     ServerConf {
         threads: s.threads,
+        work_stealing: s.work_stealing,
         daemon: opts.daemon,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),

@@ -106,6 +106,9 @@ pub struct ServerFile {
     pub listen: Vec<String>,
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Tokio work stealing between the proxy's threads (issue 8).
+    #[serde(default)]
+    pub work_stealing: Option<bool>,
     #[serde(default)]
     pub timeout: Option<Dur>,
     #[serde(default)]

@@ -86,6 +86,8 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub threads: usize,
+    /// One work-stealing runtime for all threads (true) or one runtime per thread (false).
+    pub work_stealing: bool,
     pub timeout: Duration,
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,

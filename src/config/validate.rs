@@ -7,6 +7,9 @@ use super::*;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// One single-threaded runtime per proxy thread (no work stealing): measured faster with one
+/// worker (README "Performance").
+pub const DEFAULT_WORK_STEALING: bool = false;
 pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ: Duration = Duration::from_secs(5);
 pub const DEFAULT_WRITE: Duration = Duration::from_secs(5);
@@ -76,6 +79,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     let server = ServerConfig {
         listen,
         threads,
+        work_stealing: s.work_stealing.unwrap_or(DEFAULT_WORK_STEALING),
         timeout: e.positive("server.timeout", s.timeout, DEFAULT_TIMEOUT),
         grace_period: s.grace_period.map(|d| d.0).unwrap_or(DEFAULT_GRACE),
         admin: s

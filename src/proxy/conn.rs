@@ -29,8 +29,10 @@ use tokio::time::{Instant, Sleep};
 pub struct HeaderDeadline {
     inner: Stream,
     limit: Duration,
-    /// `Some` while a request header is being waited for.
-    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline's timer, allocated once per connection and reset for each request.
+    sleep: Pin<Box<Sleep>>,
+    /// True while a request header is being waited for (only then is `sleep` polled).
+    armed: bool,
     /// Consecutive line feeds seen (carriage returns ignored): 2 = end of the header.
     newlines: u8,
     /// Set by `rearm` when a request is finished and the next may start.
@@ -44,7 +46,7 @@ impl std::fmt::Debug for HeaderDeadline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeaderDeadline")
             .field("inner", &self.inner)
-            .field("armed", &self.sleep.is_some())
+            .field("armed", &self.armed)
             .finish()
     }
 }
@@ -54,7 +56,8 @@ impl HeaderDeadline {
         HeaderDeadline {
             inner,
             limit,
-            sleep: Some(Box::pin(tokio::time::sleep(limit))),
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            armed: true,
             newlines: 0,
             rearm: AtomicBool::new(false),
             waiting_first_byte: false,
@@ -72,7 +75,7 @@ impl HeaderDeadline {
                 b'\n' => {
                     self.newlines += 1;
                     if self.newlines >= 2 {
-                        self.sleep = None;
+                        self.armed = false;
                         self.newlines = 0;
                         return;
                     }
@@ -99,30 +102,26 @@ impl AsyncRead for HeaderDeadline {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if this.rearm.swap(false, Ordering::Relaxed) {
-            this.sleep = None;
+            this.armed = false;
             this.waiting_first_byte = true;
             this.newlines = 0;
         }
-        if let Some(s) = this.sleep.as_mut() {
-            if s.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request header not complete within header_read_timeout",
-                )));
-            }
+        if this.armed && this.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request header not complete within header_read_timeout",
+            )));
         }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
             if this.waiting_first_byte && buf.filled().len() > before {
                 this.waiting_first_byte = false;
-                this.sleep = Some(Box::pin(tokio::time::sleep_until(
-                    Instant::now() + this.limit,
-                )));
+                this.armed = true;
+                this.sleep.as_mut().reset(Instant::now() + this.limit);
             }
-            if this.sleep.is_some() {
-                let new = buf.filled()[before..].to_vec();
-                this.scan(&new);
+            if this.armed {
+                this.scan(&buf.filled()[before..]);
             }
         }
         res
@@ -283,7 +282,7 @@ mod tests {
         assert!(s.read(&mut buf).await.unwrap() > 0);
         client.write_all(b"\n\r\n").await.unwrap();
         assert!(s.read(&mut buf).await.unwrap() > 0);
-        assert!(s.sleep.is_none(), "header complete across reads");
+        assert!(!s.armed, "header complete across reads");
         // A body may take its time: no deadline once the header is in.
         tokio::time::advance(Duration::from_secs(30)).await;
         client.write_all(b"body after a long pause").await.unwrap();
@@ -304,15 +303,16 @@ mod tests {
         let mut s = HeaderDeadline {
             inner: Box::new(server),
             limit: Duration::from_secs(1),
-            sleep: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+            armed: false,
             newlines: 0,
             rearm: AtomicBool::new(false),
             waiting_first_byte: false,
         };
-        s.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+        s.armed = true;
         s.scan(b"GET / HTTP/1.1\nHost: a\n");
-        assert!(s.sleep.is_some());
+        assert!(s.armed);
         s.scan(b"\n");
-        assert!(s.sleep.is_none());
+        assert!(!s.armed);
     }
 }

@@ -16,8 +16,8 @@ pub struct Ctx {
     pub deadline: Instant,
     /// Path and query to send upstream when it differs from the client's.
     pub upstream_uri: Option<String>,
-    /// Hosts tried so far (a retry goes to another one).
-    pub tried: Vec<SocketAddr>,
+    /// Hosts tried so far (a retry goes to another one); inline, no allocation per request.
+    pub tried: smallvec::SmallVec<[SocketAddr; 2]>,
     pub upstream_start: Option<Instant>,
     /// The resolved client address (SPEC §3.1), set in `request_filter`.
     pub client_ip: Option<std::net::IpAddr>,
@@ -42,7 +42,7 @@ impl Ctx {
             start: now,
             deadline: now,
             upstream_uri: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             upstream_start: None,
             reason: None,
             client_ip: None,

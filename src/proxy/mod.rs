@@ -340,7 +340,8 @@ impl ProxyHttp for Gatehouse {
         if let Some(rt) = ctx.rt.as_ref() {
             crate::filters::geo_headers(&rt.filters, ctx.client_ip, upstream)?;
         }
-        upstream.insert_header("x-forwarded-proto", edge::forwarded_proto(session))?;
+        let proto = http::HeaderValue::from_static(edge::forwarded_proto(session));
+        upstream.insert_header("x-forwarded-proto", proto)?;
         if let Some(h) = ctx
             .endpoint()
             .and_then(|e| e.backend.cfg.host_header.clone())
@@ -368,10 +369,7 @@ impl ProxyHttp for Gatehouse {
     ) -> Result<()> {
         let backend = ctx.endpoint().map(|e| e.backend.clone());
         if let (Some(start), Some(backend)) = (ctx.upstream_start, backend) {
-            metrics()
-                .upstream_latency
-                .with_label_values(&[backend.name.as_str()])
-                .observe(start.elapsed().as_secs_f64());
+            backend.latency.observe(start.elapsed().as_secs_f64());
             // --- upstream resilience (issue 5): the host answered; 5xx is a breaker failure ---
             if let Some(addr) = ctx.tried.last() {
                 backend.responded(*addr);
@@ -479,11 +477,15 @@ impl ProxyHttp for Gatehouse {
         }
         // --- end upstream resilience ---
         let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
-        let m = metrics();
-        let mut buf = itoa_buf(status);
-        m.requests.with_label_values(&[route, buf.as_str()]).inc();
+        match ctx.endpoint() {
+            Some(ep) => ep.requests.inc(status),
+            None => crate::metrics::unrouted().inc(status),
+        }
         if let Some(r) = ctx.reason {
-            m.rejections.with_label_values(&[r.id()]).inc();
+            match crate::metrics::rejection(r as usize, r.id()) {
+                Some(c) => c.inc(),
+                None => metrics().rejections.with_label_values(&[r.id()]).inc(),
+            }
         }
         let access = ctx
             .rt
@@ -517,7 +519,6 @@ impl ProxyHttp for Gatehouse {
                 warn!("request failed: {err}");
             }
         }
-        buf.clear();
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
@@ -549,8 +550,4 @@ fn hash_key<'a>(
         }
         None => &[],
     }
-}
-
-fn itoa_buf(n: u16) -> String {
-    n.to_string()
 }

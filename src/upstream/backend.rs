@@ -25,6 +25,8 @@ pub struct Backend {
     pub breaker: Option<Arc<Breaker>>,
     /// Background work: when discovery and health checks are next due.
     pub(crate) schedule: Mutex<Schedule>,
+    /// Its `gatehouse_upstream_latency_seconds` histogram, looked up once.
+    pub latency: prometheus::Histogram,
 }
 
 /// The backend's answer before a request goes upstream.
@@ -77,6 +79,9 @@ impl Backend {
             health: Mutex::new(health),
             breaker,
             schedule: Mutex::new(schedule.clone()),
+            latency: crate::metrics::metrics()
+                .upstream_latency
+                .with_label_values(&[name]),
             cfg,
         };
         match (&b.cfg.discovery, previous) {
