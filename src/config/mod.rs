@@ -121,7 +121,8 @@ pub struct BackendConfig {
     pub idle_timeout: Duration,
     pub max_idle_connections: usize,
     pub retries: u32,
-    pub host_header: Option<String>,
+    /// The Host sent upstream, checked once at load so the hot path only clones it.
+    pub host_header: Option<http::HeaderValue>,
     /// `Some` = the hosts speak HTTPS.
     pub tls: Option<tls::BackendTls>,
 }

@@ -139,7 +139,16 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             idle_timeout: t.idle.map(|d| d.0).unwrap_or(DEFAULT_IDLE),
             max_idle_connections: b.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
             retries: b.retries.unwrap_or(1),
-            host_header: b.host_header.clone(),
+            host_header: match b.host_header.as_deref() {
+                Some(h) => match http::HeaderValue::from_str(h) {
+                    Ok(v) if !h.is_empty() => Some(v),
+                    _ => {
+                        e.push(format!("{p}.host_header"), "is not a valid header value");
+                        None
+                    }
+                },
+                None => None,
+            },
             tls: b
                 .tls
                 .as_ref()
@@ -147,11 +156,6 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         };
         if cfg.retries > 16 {
             e.push(format!("{p}.retries"), "must be <= 16");
-        }
-        if let Some(h) = &cfg.host_header {
-            if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
-                e.push(format!("{p}.host_header"), "is not a valid header value");
-            }
         }
         backends.insert(name.clone(), cfg);
     }

@@ -344,9 +344,9 @@ impl ProxyHttp for Gatehouse {
         upstream.insert_header("x-forwarded-proto", proto)?;
         if let Some(h) = ctx
             .endpoint()
-            .and_then(|e| e.backend.cfg.host_header.clone())
+            .and_then(|e| e.backend.cfg.host_header.as_ref())
         {
-            upstream.insert_header("host", h)?;
+            upstream.insert_header(http::header::HOST, h.clone())?;
         }
         Ok(())
     }
@@ -494,9 +494,7 @@ impl ProxyHttp for Gatehouse {
             .unwrap_or(true);
         if access {
             let req = session.req_header();
-            let client = ctx
-                .client_ip
-                .or_else(|| client_addr(session).map(|a| a.ip()))
+            let client = client_ip(session, ctx)
                 .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "-".into());
             let upstream = ctx

@@ -123,7 +123,9 @@ fn show(hosts: &[(SocketAddr, u32)]) -> String {
 /// The probe: `GET path` on the host; any 2xx within `timeout` passes.
 fn checker(b: &Backend, hc: &HealthCheckConfig) -> Option<HttpHealthCheck> {
     // Host: the backend's `host_header`, else its name.
-    let host = b.cfg.host_header.as_deref().unwrap_or(b.name.as_str());
+    let host = (b.cfg.host_header.as_ref())
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(b.name.as_str());
     let mut check = HttpHealthCheck::new(host, false);
     let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None).ok()?;
     req.insert_header("host", host).ok()?;
