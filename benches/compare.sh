@@ -6,14 +6,20 @@
 #   GH=/tmp/gh-old GH_FULL=/tmp/gh-new TLS=0 benches/compare.sh   # two builds, no rebuild
 #
 # Targets (all on 127.0.0.1, one worker each): the upstream directly (an nginx returning a
-# small body), nginx as a plain proxy, gatehouse passthrough, gatehouse with the full filter
-# chain of SPEC §7 (gatehouse_full: ip_filter with 1,000 CIDRs, geofence, bot_detector with
-# 1,500 patterns, a client rate limit too high to reject, a circuit breaker; every request
-# passes all of them); then nginx and gatehouse passthrough again over HTTPS with
-# the same certificate (ECDSA P-256, TLS 1.3), keep-alive over h1 and over h2 (oha --http2,
-# 8 streams per connection). TLS=0 skips the HTTPS rows. Prints requests/s, p50, p99
-# and the CPU microseconds per request of each proxy process (utime+stime from /proc), and
-# the ratios to nginx. Installs oha (cargo) and nginx-light (apt) when missing.
+# small body), nginx as a plain proxy, nginx_rules (nginx with the rules equivalent to the
+# full chain: a geo block with the same 1,000 CIDRs, geoip2 with the same database and a map
+# denying KP, a map of the same 1,500 User-Agent regexes with PCRE JIT, limit_req with a rate
+# too high to reject), gatehouse passthrough, gatehouse with the full filter chain of SPEC §7
+# (gatehouse_full: ip_filter with 1,000 CIDRs, geofence, bot_detector with 1,500 patterns, a
+# client rate limit too high to reject, a circuit breaker; every request passes all of them);
+# then nginx and gatehouse passthrough again over HTTPS with the same certificate (ECDSA
+# P-256, TLS 1.3), keep-alive over h1 and over h2 (oha --http2, 8 streams per connection).
+# TLS=0 skips the HTTPS rows. Prints requests/s, p50, p99 and the CPU microseconds per
+# request of each proxy process (utime+stime from /proc), and the ratios to nginx.
+# Last, the latency at half of peak (HALF=0 skips it): the upstream directly, nginx and
+# gatehouse_full, each paced at half of gatehouse_full's measured requests/s (oha -q with
+# --latency-correction), and the p99 each proxy adds over the upstream's own.
+# Installs oha (cargo), nginx and its geoip2 module (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -22,7 +28,8 @@ WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 command -v oha >/dev/null || cargo install oha --locked
-command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+[ -e /usr/lib/nginx/modules/ngx_http_geoip2_module.so ] ||
+  { apt-get update -qq && apt-get install -y -qq nginx libnginx-mod-http-geoip2; }
 command -v cmake >/dev/null || apt-get install -y -qq cmake
 if [ -z "${GH:-}" ]; then   # GH=path/to/gatehouse compares another build
   cargo build --release --quiet
@@ -31,9 +38,10 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port)
+GHF=$(free_port); NGXR=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
+HALF=${HALF:-1}
 
 # One certificate for both proxies.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -110,9 +118,9 @@ YAML
 # The full chain: the filters' inputs generated like benches/filters.rs does (1,000 random
 # CIDRs outside 127/8, the 1,500 sample bot patterns of src/filters/bot.rs); oha's
 # User-Agent matches no pattern and 127.0.0.1 is in no list nor in the GeoIP database.
-python3 - "$WORK/full.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" <<'PY'
+python3 - "$WORK/full.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" <<'PY'
 import random, sys
-out, port, up, work, mmdb = sys.argv[1:]
+out, port, up, work, mmdb, nport = sys.argv[1:]
 rng = random.Random(7)
 cidrs = []
 while len(cidrs) < 1000:
@@ -158,15 +166,57 @@ backends:
 endpoints:
   - {{ path: "/{{*rest}}", backend: app }}
 """)
+# nginx with the same rules: geo (a radix tree, nginx's fastest CIDR match) for the deny
+# list, geoip2 + map for the geofence, a regex map for the User-Agents, limit_req per client.
+nl = "\n"
+geo = nl.join(f"    {c} 1;" for c in dict.fromkeys(cidrs))   # geo warns on duplicates
+ua = nl.join(f'    "~{p}" 1;' for p in pats)
+open(f"{work}/rules.conf", "w").write(f"""load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
+worker_processes 1;
+pcre_jit on;
+pid {work}/rules.pid;
+error_log {work}/rules.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
+  geo $denied_ip {{
+    default 0;
+{geo}
+  }}
+  geoip2 {mmdb} {{ $country country iso_code; }}
+  map $country $denied_country {{ default 0; KP 1; }}
+  map $http_user_agent $bot {{
+    default 0;
+{ua}
+  }}
+  limit_req_zone $binary_remote_addr zone=clients:64m rate=100000000r/s;
+  server {{
+    listen 127.0.0.1:{nport};
+    location / {{
+      if ($denied_ip) {{ return 403; }}
+      if ($denied_country) {{ return 403; }}
+      if ($bot) {{ return 403; }}
+      limit_req zone=clients burst=1000 nodelay;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+""")
 PY
 
 nginx -c "$WORK/upstream.conf"
 nginx -c "$WORK/proxy.conf"
+nginx -c "$WORK/rules.conf"
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
 RUST_LOG=warn $GH_FULL -c "$WORK/full.yaml" 2>"$WORK/ghf.err" &
 echo $! > "$WORK/gatehouse_full.pid"
-for p in $UP $NGX $GHP $GHF; do
+for p in $UP $NGX $NGXR $GHP $GHF; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -175,6 +225,7 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 proxy_pids() { # $1 = name
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
+    nginx_rules) pgrep -P "$(cat "$WORK/rules.pid")" ;;
     gatehouse) cat "$WORK/gatehouse.pid" ;;
     gatehouse_full) cat "$WORK/gatehouse_full.pid" ;;
     *) echo "" ;;
@@ -183,11 +234,12 @@ proxy_pids() { # $1 = name
 HZ=$(getconf CLK_TCK)
 
 printf "%-16s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
-declare -A RPS CPU
+declare -A RPS CPU P99
 run() { # name port [scheme [oha args...]]; the process is the name's first word (nginx-h2 -> nginx)
+  # (a name ending in @half is the half-of-peak phase: its process is the name before the @)
   local name=$1 port=$2 scheme=${3:-http} pids before=0 after=0
   shift $(( $# < 3 ? $# : 3 ))
-  pids=$(proxy_pids "${name%%-*}")
+  pids=$(proxy_pids "$(n=${name%%@*}; echo "${n%%-*}")")
   for p in $pids; do before=$((before + $(ticks "$p"))); done
   oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port/bench" > "$WORK/$name.json"
   for p in $pids; do after=$((after + $(ticks "$p"))); done
@@ -199,15 +251,16 @@ codes = d.get("statusCodeDistribution", {})
 ok = sum(v for k, v in codes.items() if k.startswith("2"))
 total = sum(codes.values()) or 1
 rps = s["requestsPerSec"]
-cpu = (ticks / hz * 1e6 / total) if name != "upstream" else float("nan")
+cpu = (ticks / hz * 1e6 / total) if not name.startswith("upstream") else float("nan")
 print(f"{name} {rps:.0f} {lat['p50']*1000:.3f} {lat['p99']*1000:.3f} {cpu:.1f} {ok}/{total}")
 PY
   read -r n rps p50 p99 cpu okc < "$WORK/$name.line"
   printf "%-16s %10s %9s %9s %12s   (%s 2xx)\n" "$n" "$rps" "$p50" "$p99" "$cpu" "$okc"
-  RPS[$name]=$rps; CPU[$name]=$cpu
+  RPS[$name]=$rps; CPU[$name]=$cpu; P99[$name]=$p99
 }
 run upstream "$UP"
 run nginx "$NGX"
+run nginx_rules "$NGXR"
 run gatehouse "$GHP"
 run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
@@ -230,6 +283,7 @@ PY
 echo
 ratio "http  " gatehouse nginx
 ratio "full  " gatehouse_full nginx
+ratio "rules " gatehouse_full nginx_rules
 python3 - "${CPU[gatehouse_full]}" "${CPU[gatehouse]}" <<'PY'
 import sys
 f, p = map(float, sys.argv[1:])
@@ -238,4 +292,16 @@ PY
 if [ "$TLS" = 1 ]; then
   ratio "https " gatehouse-https nginx-https
   ratio "h2    " gatehouse-h2 nginx-h2
+fi
+if [ "$HALF" = 1 ]; then
+  RATE=$(python3 -c "print(max(1, int(float('${RPS[gatehouse_full]}') / 2)))")
+  echo
+  echo "at half of gatehouse_full's peak: $RATE requests/s"
+  run upstream@half "$UP" http -q "$RATE" --latency-correction
+  run nginx@half "$NGX" http -q "$RATE" --latency-correction
+  run gatehouse_full@half "$GHF" http -q "$RATE" --latency-correction
+  for t in nginx gatehouse_full; do
+    python3 -c "import sys; print(f'{sys.argv[1]} adds {float(sys.argv[2]) - float(sys.argv[3]):.3f} ms p99 at half of peak')" \
+      "$t" "${P99[$t@half]}" "${P99[upstream@half]}"
+  done
 fi
