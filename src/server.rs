@@ -76,8 +76,16 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, Gatehouse::new(shared.clone()));
+    // The proxy application, wrapped so that each HTTP/1 client stream carries the header
+    // read deadline (`server.header_read_timeout`, src/proxy/conn.rs).
+    let app = crate::proxy::conn::Edge {
+        inner: Arc::new(pingora::proxy::http_proxy(
+            &server.configuration,
+            Gatehouse::new(shared.clone()),
+        )),
+        header_read_timeout: cfg.server.header_read_timeout,
+    };
+    let mut proxy = Service::new("gatehouse proxy".to_string(), app);
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -414,10 +414,19 @@ impl Conn {
     }
 
     /// True when the peer closed the connection (EOF) before `timeout`.
+    /// Whether the peer closed (EOF or reset) within `timeout`; a read that times out, or
+    /// bytes that arrive, mean the connection is still open.
     pub fn is_closed(&mut self, timeout: Duration) -> bool {
         let _ = self.stream.set_read_timeout(Some(timeout));
         let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+        match self.reader.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 }
 
