@@ -118,9 +118,14 @@ impl AsyncRead for HeaderDeadline {
             if this.waiting_first_byte && buf.filled().len() > before {
                 this.waiting_first_byte = false;
                 this.armed = true;
-                this.sleep.as_mut().reset(Instant::now() + this.limit);
-            }
-            if this.armed {
+                this.scan(&buf.filled()[before..]);
+                // The timer is only set when the header did not come whole with its first
+                // byte (the usual case needs no timer at all); it starts now, within the same
+                // poll as that first byte.
+                if this.armed {
+                    this.sleep.as_mut().reset(Instant::now() + this.limit);
+                }
+            } else if this.armed {
                 this.scan(&buf.filled()[before..]);
             }
         }

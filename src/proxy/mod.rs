@@ -146,6 +146,11 @@ impl ProxyHttp for Gatehouse {
         Ctx::new()
     }
 
+    /// No downstream modules. Pingora's default adds its response-compression module,
+    /// disabled (level 0), which still builds a module context and runs its filters on every
+    /// request; gatehouse does not compress, so it is left out.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.shared.load_full();
         ctx.start = Instant::now();
