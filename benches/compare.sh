@@ -115,106 +115,15 @@ endpoints:
   - { path: "/{*rest}", backend: app }
 YAML
 
-# The full chain: the filters' inputs generated like benches/filters.rs does (1,000 random
-# CIDRs outside 127/8, the 1,500 sample bot patterns of src/filters/bot.rs); oha's
-# User-Agent matches no pattern and 127.0.0.1 is in no list nor in the GeoIP database.
-python3 - "$WORK/full.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" <<'PY'
-import random, sys
-out, port, up, work, mmdb, nport = sys.argv[1:]
-rng = random.Random(7)
-cidrs = []
-while len(cidrs) < 1000:
-    a = rng.randrange(1, 224)
-    if a == 127:
-        continue
-    bits = rng.choice([16, 20, 24, 28, 32])
-    ip = (a << 24) | rng.getrandbits(24)
-    ip &= (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    cidrs.append(f"{ip>>24}.{(ip>>16)&255}.{(ip>>8)&255}.{ip&255}/{bits}")
-stems = ["bot", "crawler", "spider", "scraper", "fetch", "archiver", "indexer", "checker",
-         "monitor", "preview", "harvest", "slurp", "agent", "scan", "reader", "seo"]
-vendors = ["acme", "blue", "quick", "deep", "open", "net", "web", "data", "sky", "metric",
-           "link", "page", "site", "rank", "meta", "giga", "nova", "zeta", "orbit", "pixel",
-           "alpha", "delta", "echo", "lumen", "terra", "vector", "quant", "hyper", "atlas",
-           "cobalt"]
-pats = []
-for i in range(1500):
-    v = vendors[i % len(vendors)]; s = stems[(i // len(vendors)) % len(stems)]
-    k = i // (len(vendors) * len(stems))
-    pats.append([f"(?i){v}{s}{k}", f"{v}-?{s}{k}/\\d+", f"(?i)^{v}{k}[ _]{s}",
-                 f"{v}{s}{k}\\.(com|net|io)", f"(?i){v}{k} {s}/[0-9.]+"][i % 5])
-q = lambda xs: "[" + ", ".join("'" + x + "'" for x in xs) + "]"   # single-quoted YAML: backslashes are literal
-open(out, "w").write(f"""version: 1
-server:
-  listen: ["127.0.0.1:{port}"]
-  threads: 1
-  access_log: false
-  pid_file: {work}/ghf.pid
-  upgrade_sock: {work}/ghf.sock
-geoip:
-  database: {mmdb}
-security:
-  ip_filter: {{ mode: deny, cidrs: {q(cidrs)} }}
-  geofence: {{ deny_countries: [KP], unknown: allow }}
-  bot_detector: {{ patterns: {q(pats)} }}
-rate_limit: {{ client_max_rate: 100000000 }}
-backends:
-  app:
-    discovery: {{ static: ["127.0.0.1:{up}"] }}
-    max_idle_connections: 256
-    circuit_breaker: {{ max_errors: 5 }}
-endpoints:
-  - {{ path: "/{{*rest}}", backend: app }}
-""")
-# nginx with the same rules: geo (a radix tree, nginx's fastest CIDR match) for the deny
-# list, geoip2 + map for the geofence, a regex map for the User-Agents, limit_req per client.
-nl = "\n"
-geo = nl.join(f"    {c} 1;" for c in dict.fromkeys(cidrs))   # geo warns on duplicates
-ua = nl.join(f'    "~{p}" 1;' for p in pats)
-open(f"{work}/rules.conf", "w").write(f"""load_module /usr/lib/nginx/modules/ngx_http_geoip2_module.so;
-worker_processes 1;
-pcre_jit on;
-pid {work}/rules.pid;
-error_log {work}/rules.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  upstream app {{ server 127.0.0.1:{up}; keepalive 256; }}
-  geo $denied_ip {{
-    default 0;
-{geo}
-  }}
-  geoip2 {mmdb} {{ $country country iso_code; }}
-  map $country $denied_country {{ default 0; KP 1; }}
-  map $http_user_agent $bot {{
-    default 0;
-{ua}
-  }}
-  limit_req_zone $binary_remote_addr zone=clients:64m rate=100000000r/s;
-  server {{
-    listen 127.0.0.1:{nport};
-    location / {{
-      if ($denied_ip) {{ return 403; }}
-      if ($denied_country) {{ return 403; }}
-      if ($bot) {{ return 403; }}
-      limit_req zone=clients burst=1000 nodelay;
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    }}
-  }}
-}}
-""")
-PY
+# The full chain and nginx with the equivalent rules (benches/full_chain.py).
+python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
 
 nginx -c "$WORK/upstream.conf"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
-RUST_LOG=warn $GH_FULL -c "$WORK/full.yaml" 2>"$WORK/ghf.err" &
+RUST_LOG=warn $GH_FULL -c "$WORK/ghf.yaml" 2>"$WORK/ghf.err" &
 echo $! > "$WORK/gatehouse_full.pid"
 for p in $UP $NGX $NGXR $GHP $GHF; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Before/after in one run: several gatehouse builds side by side behind one upstream, each
+# with the passthrough config and with the full chain of SPEC §7 (benches/full_chain.py), one
+# worker each; oha runs alternated round-robin over all of them so drift on the machine hits
+# every build alike. Prints, per build and config, the median requests/s and CPU microseconds
+# per request (utime+stime of the process from /proc) over the rounds.
+#
+#   benches/ab.sh /tmp/gh-before /tmp/gh-after
+#   ROUNDS=5 DURATION=8s CONNS=64 benches/ab.sh /tmp/gh-before /tmp/gh-after
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: benches/ab.sh GATEHOUSE_BINARY..." >&2; exit 2; }
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+CONNS=${CONNS:-64}
+WORK=$(mktemp -d)
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
+command -v oha >/dev/null || cargo install oha --locked
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port)
+cat > "$WORK/upstream.conf" <<NGINX
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from upstream\n"; } }
+}
+NGINX
+nginx -c "$WORK/upstream.conf"
+
+declare -A PORT
+TARGETS=()
+i=0
+for bin in "$@"; do
+  i=$((i + 1))
+  for kind in pass full; do
+    name="b$i-$kind"; port=$(free_port); PORT[$name]=$port; TARGETS+=("$name")
+    python3 benches/full_chain.py "$WORK/$name.yaml" "$port" "$UP" "$WORK" \
+      "$PWD/geoip-fixtures/cities.mmdb" 0
+    if [ $kind = pass ]; then   # the same server and backend, no filters, no limit, no breaker
+      python3 - "$WORK/$name.yaml" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s = re.sub(r"(?ms)^(geoip|security|rate_limit):.*?(?=^\S)", "", s)
+s = re.sub(r"(?m)^    circuit_breaker:.*\n", "", s)
+open(p, "w").write(s)
+PY
+    fi
+    RUST_LOG=warn "$bin" -c "$WORK/$name.yaml" 2>"$WORK/$name.err" &
+    echo $! > "$WORK/$name.proc.pid"
+  done
+  echo "b$i = $bin"
+done
+for t in "${TARGETS[@]}"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:${PORT[$t]}/" >/dev/null && break; sleep 0.1; done
+done
+
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    pid=$(cat "$WORK/$t.proc.pid"); before=$(ticks "$pid")
+    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/bench" > "$WORK/$t.$r.json"
+    after=$(ticks "$pid")
+    echo "$t $((after - before))" >> "$WORK/ticks"
+  done
+done
+python3 - "$WORK" "$HZ" "$ROUNDS" "${TARGETS[@]}" <<'PY'
+import json, statistics, sys
+work, hz, rounds, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+ticks = {}
+for line in open(f"{work}/ticks"):
+    t, n = line.split(); ticks.setdefault(t, []).append(int(n))
+print(f"{'target':10} {'req/s':>9} {'cpu_us/req':>11} {'p99_ms':>8}   (medians of {rounds} rounds)")
+for t in targets:
+    rps, cpu, p99 = [], [], []
+    for r in range(rounds):
+        d = json.load(open(f"{work}/{t}.{r + 1}.json"))
+        n = sum(d.get("statusCodeDistribution", {}).values()) or 1
+        bad = n - sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k.startswith("2"))
+        if bad:
+            print(f"{t}: {bad} of {n} responses were not 2xx", file=sys.stderr)
+        rps.append(d["summary"]["requestsPerSec"])
+        cpu.append(ticks[t][r] / hz * 1e6 / n)
+        p99.append(d["latencyPercentiles"]["p99"] * 1000)
+    m = statistics.median
+    print(f"{t:10} {m(rps):9.0f} {m(cpu):11.1f} {m(p99):8.2f}")
+PY
