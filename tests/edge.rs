@@ -7,7 +7,7 @@ use common::tls::{
     early_101_upstream, h2_request, h2_request_with, ws_echo_upstream, ClientTls, Issued, Pki,
     TlsConn, TlsUpstream, WS_KEY,
 };
-use common::{Behaviour, Conn, Gatehouse, MockUpstream};
+use common::{Behaviour, Conn, Gatehouse, MockUpstream, SERVER};
 use pingora::tls::ssl::SslVersion;
 
 /// Certificates for `default.test` (the default), `a.test` and `*.wild.test`.
@@ -63,14 +63,7 @@ impl Certs {
 /// `simple_config` with extra `server:` lines.
 fn config(upstream: &str, server_extra: &str, backend_extra: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-{server_extra}
+        r#"{SERVER}{server_extra}
 backends:
   app:
     discovery: {{ static: ["{upstream}"] }}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{get, Behaviour, Conn, Gatehouse, MockUpstream};
+use common::{get, Behaviour, Conn, Gatehouse, MockUpstream, SERVER};
 
 const PROBLEM: &str = "urn:gatehouse:problem:";
 
@@ -16,14 +16,7 @@ fn fixture(name: &str) -> String {
 
 fn config(up: &MockUpstream, top: &str, endpoints: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-{top}
+        r#"{SERVER}{top}
 backends:
   app:
     discovery: {{ static: ["{up}"] }}

@@ -12,14 +12,7 @@ use std::time::Duration;
 
 fn routes_config(up: SocketAddr, endpoints: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-backends:
+        r#"{SERVER}backends:
   app:
     discovery: {{ static: ["{up}"] }}
 endpoints:

@@ -12,14 +12,7 @@ use std::time::Duration;
 /// A config with `service` (top-level lines), backend `app` (+ `backend` lines) and `endpoints`.
 fn config(up: SocketAddr, service: &str, backend: &str, endpoints: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-{service}
+        r#"{SERVER}{service}
 backends:
   app:
     discovery: {{ static: ["{up}"] }}

@@ -121,14 +121,7 @@ fn service_config(
     extra_endpoints: &str,
 ) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-redis: {{ url: "{redis}", timeout: {timeout} }}
+        r#"{SERVER}redis: {{ url: "{redis}", timeout: {timeout} }}
 {service}
 backends:
   app:

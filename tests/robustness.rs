@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 fn config(up: std::net::SocketAddr, server_extra: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-{server_extra}
+        r#"{SERVER}{server_extra}
 backends:
   app:
     discovery: {{ static: ["{up}"] }}

@@ -415,14 +415,7 @@ impl Drop for FakeDns {
 
 fn dns_config(dns: SocketAddr, discovery: &str) -> String {
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-dns: {{ nameservers: ["{dns}"], timeout: 200ms }}
+        r#"{SERVER}dns: {{ nameservers: ["{dns}"], timeout: 200ms }}
 backends:
   app:
     discovery: {{ {discovery} }}

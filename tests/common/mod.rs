@@ -677,6 +677,17 @@ fn echo_body(r: &Recorded) -> Vec<u8> {
     bytes
 }
 
+/// The `version` and `server` lines every test config starts with (`Gatehouse::start`
+/// fills in the placeholders); more `server:` keys may follow, indented by two spaces.
+pub const SERVER: &str = r#"version: 1
+server:
+  listen: ["LISTEN"]
+  admin: { listen: "ADMIN" }
+  grace_period: 1s
+  pid_file: TMPDIR/gatehouse.pid
+  upgrade_sock: TMPDIR/upgrade.sock
+"#;
+
 /// A config with one backend pointing at `upstreams` and one catch-all endpoint.
 pub fn simple_config(
     upstreams: &[SocketAddr],
@@ -685,14 +696,7 @@ pub fn simple_config(
 ) -> String {
     let hosts: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        r#"version: 1
-server:
-  listen: ["LISTEN"]
-  admin: {{ listen: "ADMIN" }}
-  grace_period: 1s
-  pid_file: TMPDIR/gatehouse.pid
-  upgrade_sock: TMPDIR/upgrade.sock
-backends:
+        r#"{SERVER}backends:
   app:
     discovery: {{ static: [{hosts}] }}
 {extra_backend}
