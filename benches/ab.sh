@@ -18,20 +18,9 @@ trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; pkill -P $$ 2>/
 command -v oha >/dev/null || cargo install oha --locked
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 UP=$(free_port)
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from upstream\n"; } }
-}
-NGINX
-nginx -c "$WORK/upstream.conf"
+start_upstream "$WORK" "$UP"
 
 declare -A PORT
 TARGETS=()
@@ -60,8 +49,6 @@ for t in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:${PORT[$t]}/" >/dev/null && break; sleep 0.1; done
 done
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     pid=$(cat "$WORK/$t.proc.pid"); before=$(ticks "$pid")

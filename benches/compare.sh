@@ -36,7 +36,7 @@ if [ -z "${GH:-}" ]; then   # GH=path/to/gatehouse compares another build
   GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
 GHF=$(free_port); NGXR=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
@@ -48,17 +48,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from upstream\n"; } }
-}
-NGINX
 
 cat > "$WORK/proxy.conf" <<NGINX
 worker_processes 1;
@@ -118,7 +107,7 @@ YAML
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
 python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
 
-nginx -c "$WORK/upstream.conf"
+start_upstream "$WORK" "$UP"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
@@ -129,8 +118,6 @@ for p in $UP $NGX $NGXR $GHP $GHF; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
-# CPU ticks (utime+stime) of a process and its children threads.
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 proxy_pids() { # $1 = name
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
@@ -140,7 +127,6 @@ proxy_pids() { # $1 = name
     *) echo "" ;;
   esac
 }
-HZ=$(getconf CLK_TCK)
 
 printf "%-16s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
 declare -A RPS CPU P99

@@ -17,7 +17,7 @@ command -v oha >/dev/null || cargo install oha --locked
 command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
 cargo build --release --quiet
 GH=${CARGO_TARGET_DIR:-target}/release/gatehouse
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 P=$(free_port); A=$(free_port); U=$(free_port)
 
 write_config() { # $1 = variant (a|b)
