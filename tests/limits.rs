@@ -171,6 +171,9 @@ fn shared_buckets_reject_with_503_service_then_endpoint() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("service_rate_limit"));
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // 6 tokens per hour: the next one is 10 minutes after the first was taken
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((590..=600).contains(&retry), "{retry}");
     wait_metric(
         &g,
         "gatehouse_rejections_total{reason=\"endpoint_rate_limit\"}",
@@ -214,6 +217,14 @@ fn rate_limit_headers_carry_the_numbers() {
     let state = r.header("ratelimit").unwrap();
     assert!(state.starts_with("\"endpoint-client\";r=0;t="), "{state}");
     assert!(r.header("retry-after").is_some());
+    // the client bucket (2 per 10 s) rejected it: its next token is 5 s after the first
+    // request; the shared bucket was not consulted, so it has no entry
+    assert_eq!(state, "\"endpoint-client\";r=0;t=5");
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(
+        r.header("ratelimit-policy"),
+        Some("\"endpoint-client\";q=2;w=10")
+    );
     let q = get(g.addr, "/quiet", &[]);
     assert_eq!(q.status, 200);
     assert_eq!(q.header("ratelimit"), None);
@@ -235,6 +246,8 @@ fn backend_rate_limit_rejects_with_503() {
     assert!(r.text().contains("backend_rate_limit"), "{}", r.text());
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=1800).contains(&retry), "{retry}");
+    // 2 tokens per hour: the next one is half an hour after the first was taken
+    assert!((1790..=1800).contains(&retry), "{retry}");
 }
 
 #[test]
@@ -253,14 +266,17 @@ fn max_concurrent_rejects_while_the_backend_is_busy() {
         Duration::from_secs(10),
         || (up.count() == 1).then_some(()),
     );
-    let r = get(g.addr, "/second", &[]);
+    // on a keep-alive connection, which the 503 leaves open for the third request below
+    let mut c = Conn::open(g.addr).unwrap();
+    let r = c.get("/second").expect("a response");
     assert_eq!(r.status, 503);
     assert!(r.text().contains("backend_max_concurrent"), "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(slow.join().unwrap(), 200);
     // the slot is released when the first request ends (just after its response is sent)
     wait_for("the slot to be free again", Duration::from_secs(10), || {
-        (get(g.addr, "/third", &[]).status == 200).then_some(())
+        let r = c.get("/third").expect("the same connection, still open");
+        (r.status == 200).then_some(())
     });
     assert_eq!(up.count(), 2);
 }

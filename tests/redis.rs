@@ -189,6 +189,9 @@ fn a_fleet_shares_its_limits() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("endpoint_rate_limit"), "{}", r.text());
     assert!(r.header("retry-after").is_some());
+    // 10 per hour: the next token is 6 minutes after the first request (Redis's time)
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((350..=360).contains(&retry), "{retry}");
 
     // per-client bucket by header: the same key on both instances is one client
     let k = [("X-Api-Key", "key-1")];
@@ -202,7 +205,14 @@ fn a_fleet_shares_its_limits() {
         Some("\"endpoint-client\";r=0;t=1200")
     );
     assert_eq!(status(&b, "/client", &k), 429);
-    assert_eq!(status(&a, "/client", &k), 429);
+    let r = get(a.addr, "/client", &k);
+    assert_eq!(r.status, 429);
+    // 3 per hour: the next token is 20 minutes after the first request
+    assert_eq!(
+        r.header("ratelimit"),
+        Some("\"endpoint-client\";r=0;t=1200")
+    );
+    assert_eq!(r.header("retry-after"), Some("1200"));
     assert_eq!(status(&b, "/client", &[("X-Api-Key", "key-2")]), 200);
 
     // per-client bucket by path parameter
@@ -228,6 +238,9 @@ fn a_fleet_shares_its_limits() {
     let r = get(a.addr, "/backend", &[]);
     assert_eq!(r.status, 503);
     assert!(r.text().contains("backend_rate_limit"), "{}", r.text());
+    // 4 per hour: the next token is 15 minutes after the first request
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((890..=900).contains(&retry), "{retry}");
 
     // the keys are prefixed; nothing went through a fallback
     let keys = redis.command(&["DBSIZE"]).unwrap();
@@ -276,8 +289,9 @@ fn on_store_failure_modes_and_recovery() {
     for _ in 0..5 {
         assert_eq!(status(&g, "/allow", &[]), 200);
     }
-    // deny: 503 with its own reason and a Retry-After
-    let r = get(g.addr, "/deny", &[]);
+    // deny: 503 with its own reason and a Retry-After, on a connection it leaves open
+    let mut c = Conn::open(g.addr).unwrap();
+    let r = c.get("/deny").expect("a response");
     assert_eq!(r.status, 503);
     assert!(
         r.text().contains("rate_limit_store_unavailable"),
@@ -286,7 +300,7 @@ fn on_store_failure_modes_and_recovery() {
     );
     assert_eq!(r.header("retry-after"), Some("1"));
     // local: this instance's own bucket, full since it was never used: 2 then 503
-    assert_eq!(status(&g, "/local", &[]), 200);
+    assert_eq!(c.get("/local").expect("the same connection").status, 200);
     assert_eq!(status(&g, "/local", &[]), 200);
     let r = get(g.addr, "/local", &[]);
     assert_eq!(r.status, 503);
