@@ -7,8 +7,9 @@
 //! - Bounded: an entry is only the bucket's TAT (8 bytes) under its 16-byte key. A bucket whose
 //!   TAT has passed is full, which is exactly what an absent entry means, so dropping it is
 //!   invisible: a shard sweeps such entries whenever it is about to grow (amortised O(1)).
-//!   Past `max_clients` (all of them active at once), the most refilled half-full buckets are
-//!   dropped, then, if need be, arbitrary ones: those clients come back with a full bucket.
+//!   Past `max_clients` (all of them active at once), the buckets at least half refilled are
+//!   dropped, then, if need be, arbitrary ones down to 7/8 of the shard's bound (so that the
+//!   next sweep is many inserts away): those clients come back with a full bucket.
 
 use super::bucket::{Gcra, Outcome};
 use hashbrown::HashTable;
@@ -28,6 +29,9 @@ type Entry = (Key, u64);
 
 struct Shard {
     table: HashTable<Entry>,
+    /// Full-table sweeps made so far (tests check they stay amortised).
+    #[cfg(test)]
+    sweeps: usize,
 }
 
 pub struct LocalStore {
@@ -44,6 +48,8 @@ impl LocalStore {
             .map(|_| {
                 Mutex::new(Shard {
                     table: HashTable::new(),
+                    #[cfg(test)]
+                    sweeps: 0,
                 })
             })
             .collect();
@@ -123,20 +129,29 @@ impl LocalStore {
 impl Shard {
     /// Before inserting: if the table is about to reallocate, first drop full buckets (they
     /// are equivalent to absent ones); grow only when that did not free enough, so sweeps
-    /// stay amortised O(1) per insert. Past the bound, forget the most refilled buckets.
+    /// stay amortised O(1) per insert. Past the bound, forget the buckets at least half
+    /// refilled, then arbitrary ones down to 7/8 of the bound (amortised too).
     fn make_room(&mut self, now: u64, burst: u64, max: usize, rehash: impl Fn(&Entry) -> u64) {
         let t = &mut self.table;
         let len = t.len();
         if len < t.capacity() && len < max {
             return;
         }
+        #[cfg(test)]
+        {
+            self.sweeps += 1;
+        }
+        let t = &mut self.table;
         t.retain(|(_, tat)| *tat > now);
         let len = t.len();
         if len >= max {
-            // Everyone here is active. Forget those at least half refilled first, then any.
+            // Everyone here is active. Forget those at least half refilled first, then any,
+            // down to 7/8 of the bound: the next sweep is then max/8 inserts away (evicting
+            // only one would scan the whole table again on the very next new client).
             let half = now.saturating_add(burst / 2);
             t.retain(|(_, tat)| *tat > half);
-            let mut excess = (t.len() + 1).saturating_sub(max);
+            let low = max - max / 8;
+            let mut excess = (t.len() + 1).saturating_sub(low);
             t.retain(|_| {
                 let keep = excess == 0;
                 excess = excess.saturating_sub(1);
@@ -226,6 +241,26 @@ mod tests {
         }
         assert!(s.len() <= max * 5 / 4, "{} > {max}", s.len());
         assert!(s.len() >= max / 2, "{}", s.len());
+    }
+
+    /// At the bound, with clients that stay more than half empty (capacity 1), a new client
+    /// must not cost a scan of its whole table every time: sweeps stay amortised.
+    #[test]
+    fn eviction_at_the_bound_is_amortised() {
+        let g = Gcra::new(1, 1, Duration::from_secs(3600));
+        let max = SHARDS * 100;
+        let s = LocalStore::new(max);
+        let inserts = max as u64 * 3;
+        for i in 0..inserts {
+            assert!(s.check([i, 1], &g, 0).allowed);
+        }
+        assert!(s.len() <= max * 5 / 4, "{} > {max}", s.len());
+        assert!(s.len() >= max / 2, "{}", s.len());
+        let sweeps: usize = s.shards.iter().map(|sh| sh.lock().unwrap().sweeps).sum();
+        assert!(
+            sweeps as u64 <= inserts / 8,
+            "{sweeps} sweeps for {inserts} inserts"
+        );
     }
 
     #[test]
