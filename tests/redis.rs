@@ -59,6 +59,30 @@ async fn the_script_is_the_local_gcra() {
             assert_eq!(got, [want]);
         }
     }
+    // the largest burst window validation accepts (2^53 ns), with an odd-sized sum of the
+    // instant's nanoseconds and the debt: still exact to the nanosecond
+    for (i, every) in [(1u64 << 53) - 2, 1 << 53, (1 << 53) - 999_999_999]
+        .into_iter()
+        .enumerate()
+    {
+        let g = Gcra::new(1, 1, Duration::from_nanos(every));
+        let local = Bucket::new();
+        let key = format!("test:edge:{i}");
+        let t0 = 1_790_000_000 * S + 999_999_999;
+        for t in [
+            t0,
+            t0,
+            t0 + 1,
+            t0 + S / 3,
+            t0 + every - 1,
+            t0 + every,
+            t0 + every,
+        ] {
+            let want = local.check(&g, t);
+            let got = c.take_at(&[(&key, &g)], Some(t)).await.unwrap();
+            assert_eq!(got, [want], "every {every} at {t}");
+        }
+    }
 }
 
 /// Several buckets in one call: in order, stopping at the first rejection, which takes

@@ -56,15 +56,21 @@ for i, key in ipairs(KEYS) do
     debt = (s - now_s) * E + (ns - now_ns)
     if debt < 0 then debt = 0 end
   end
-  local used = debt + interval
-  if used > burst then
+  -- every sum and difference stays within 2^53, where doubles are exact integers
+  local room = burst - interval
+  if debt > room then
     out[#out + 1] = 0
-    out[#out + 1] = used - burst
+    out[#out + 1] = debt - room
     return out
   end
-  local total = now_ns + used
-  local carry = math.floor(total / E)
-  redis.call('SET', key, string.format('%d%09d', now_s + carry, total - carry * E),
+  local used = debt + interval
+  -- tat = now + used, as seconds and nanoseconds
+  local used_s = math.floor(used / E)
+  local used_ns = used - used_s * E
+  if used_ns < 0 then used_s, used_ns = used_s - 1, used_ns + E end
+  local tat_s, tat_ns = now_s + used_s, now_ns + used_ns
+  if tat_ns >= E then tat_s, tat_ns = tat_s + 1, tat_ns - E end
+  redis.call('SET', key, string.format('%d%09d', tat_s, tat_ns),
     'PX', math.ceil(used / 1000000))
   out[#out + 1] = 1
   out[#out + 1] = used
