@@ -1011,6 +1011,41 @@ endpoints:
         );
     }
 
+    /// The same for a backend's bucket: each `on_store_failure` mode, and a denied request
+    /// gives its in-flight slot back.
+    #[test]
+    fn a_redis_backend_without_redis_uses_on_store_failure() {
+        let decide = |mode: &str| {
+            let cfg = config(
+                "redis: { url: \"redis://127.0.0.1:1/0\" }",
+                "",
+                &format!(
+                    "    rate_limit: {{ max_rate: 1, every: 1h, store: redis, on_store_failure: {mode} }}\n    max_concurrent: 5"
+                ),
+            );
+            let l = Limits::compile(&cfg, None);
+            let got: Vec<Result<(), Rejection>> = (0..3)
+                .map(|_| {
+                    let mut st = RequestLimits::default();
+                    block_on(l.check_backend(0, 0, &mut st))
+                })
+                .collect();
+            assert_eq!(l.backends["a"].in_flight(), 0, "{mode}");
+            got
+        };
+        assert_eq!(decide("allow"), [Ok(()), Ok(()), Ok(())]);
+        assert_eq!(decide("deny"), [Err(store_unavailable()); 3]);
+        let local = decide("local");
+        assert_eq!(
+            local[..2],
+            [
+                Ok(()),
+                Err(Rejection::new(Reason::BackendRateLimit, 3600 * S))
+            ]
+        );
+        assert_eq!(local[2].unwrap_err().reason, Reason::BackendRateLimit);
+    }
+
     #[test]
     fn ident_is_methods_and_path() {
         let cfg = config("", "    methods: [GET, HEAD]", "");
