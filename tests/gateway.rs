@@ -341,3 +341,21 @@ fn sigterm_lets_an_in_flight_request_finish() {
     let status = g.wait_exit(Duration::from_secs(10));
     assert!(status.success() || status.code().is_some(), "{status}");
 }
+
+#[test]
+fn raising_retries_on_reload_takes_effect() {
+    // Two dead hosts and a live one: whatever the round-robin order, some request meets both
+    // dead hosts before the live one, so it needs 2 retries (3 attempts) to succeed.
+    let live = MockUpstream::start(Behaviour::Echo);
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .collect();
+    let hosts = [dead[0], dead[1], live.addr];
+    let g = Gatehouse::start(&simple_config(&hosts, "    retries: 1", ""));
+    assert!(g.reload(&simple_config(&hosts, "    retries: 2", "")));
+    for i in 0..6 {
+        let r = get(g.addr, "/x", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(live.count(), 6);
+}
