@@ -46,6 +46,8 @@ fn breaker_opens_fails_fast_probes_and_closes() {
     );
     let g = Gatehouse::start(&cfg);
     let state = r#"gatehouse_breaker_state{backend="app"}"#;
+    // Published from the start (an absent series would also read as 0 below).
+    assert!(g.metrics().contains(state), "{}", g.metrics());
     assert_eq!(g.metric(state), 0.0);
 
     // max_errors + 1 consecutive 5xx open the breaker; the 5xx themselves pass through.
