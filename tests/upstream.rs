@@ -164,6 +164,28 @@ fn connect_failures_count_for_the_breaker() {
 }
 
 #[test]
+fn upstream_timeouts_count_for_the_breaker() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_secs(2)));
+    let cfg = simple_config(
+        &[up.addr],
+        "    timeouts: { read: 200ms }\n    circuit_breaker: { interval: 60s, timeout: 1h, max_errors: 0 }",
+        "",
+    );
+    let g = Gatehouse::start(&cfg);
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("upstream_timeout"), "{}", r.text());
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("circuit_open"), "{}", r.text());
+    assert_eq!(
+        up.count(),
+        1,
+        "the open breaker kept the second request away"
+    );
+}
+
+#[test]
 fn breaker_state_survives_a_reload_that_keeps_the_backend() {
     let up = MockUpstream::start(Behaviour::Status(502));
     let backend = "    circuit_breaker: { interval: 60s, timeout: 1h, max_errors: 0 }";
