@@ -254,10 +254,20 @@ fn dead_host_is_skipped_and_returns_on_the_same_address() {
     let g = Gatehouse::start(&cfg);
     drop(b);
     wait_for_clean_run(&g, 10, "the dead host to be skipped");
+    // Taken out by its failed checks (passive ejection alone would also skip it, and bring
+    // it back after 5 s: the log lines are the active checks' own).
+    let down = format!("host {b_addr} is unhealthy");
+    wait_for("the failed check to be logged", LONG, || {
+        g.log().contains(&down).then_some(())
+    });
     let b = MockUpstream::start_on(b_addr, Behaviour::Echo);
     wait_for("the host to come back", LONG, || {
         assert_eq!(get(g.addr, "/x", &[]).status, 200);
         (traffic(&b) > 0).then_some(())
+    });
+    let up = format!("host {b_addr} is healthy again");
+    wait_for("the passed check to be logged", LONG, || {
+        g.log().contains(&up).then_some(())
     });
 }
 
