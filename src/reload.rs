@@ -44,6 +44,9 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if o.threads != n.threads {
         v.push("server.threads");
     }
+    if o.work_stealing != n.work_stealing {
+        v.push("server.work_stealing");
+    }
     if o.admin != n.admin {
         v.push("server.admin");
     }
@@ -109,5 +112,24 @@ impl BackgroundService for ReloadService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_changes_are_named() {
+        let base = "version: 1\nserver: { listen: [\"127.0.0.1:1\"], work_stealing: false }\n";
+        let old = config::parse(base).unwrap();
+        assert!(restart_only_changes(&old, &old).is_empty());
+        let new = config::parse(&base.replace("false", "true")).unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["server.work_stealing"]
+        );
+        let new = config::parse(&base.replace("}", ", threads: 3 }")).unwrap();
+        assert_eq!(restart_only_changes(&old, &new), vec!["server.threads"]);
     }
 }

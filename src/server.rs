@@ -31,13 +31,6 @@ pub fn server_conf(cfg: &Config, opts: &Options) -> ServerConf {
         .map(|b| b.max_idle_connections)
         .sum::<usize>()
         .max(128);
-    let max_retries = cfg
-        .backends
-        .values()
-        .map(|b| b.retries as usize)
-        .max()
-        .unwrap_or(0)
-        + 1;
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
@@ -47,7 +40,10 @@ pub fn server_conf(cfg: &Config, opts: &Options) -> ServerConf {
         grace_period_seconds: Some(s.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: pool,
-        max_retries: max_retries.max(2),
+        // Pingora's cap on attempts per request, read once at start. Each backend's own
+        // `retries` is enforced in `fail_to_connect`, so the cap is the largest value any
+        // config may set: a reload that raises a backend's `retries` then takes effect.
+        max_retries: crate::config::MAX_RETRIES as usize + 1,
         ..ServerConf::default()
     }
 }

@@ -341,3 +341,76 @@ fn sigterm_lets_an_in_flight_request_finish() {
     let status = g.wait_exit(Duration::from_secs(10));
     assert!(status.success() || status.code().is_some(), "{status}");
 }
+
+#[test]
+fn raising_retries_on_reload_takes_effect() {
+    // Two dead hosts and a live one: whatever the round-robin order, some request meets both
+    // dead hosts before the live one, so it needs 2 retries (3 attempts) to succeed.
+    let live = MockUpstream::start(Behaviour::Echo);
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .collect();
+    let hosts = [dead[0], dead[1], live.addr];
+    let g = Gatehouse::start(&simple_config(&hosts, "    retries: 1", ""));
+    assert!(g.reload(&simple_config(&hosts, "    retries: 2", "")));
+    for i in 0..6 {
+        let r = get(g.addr, "/x", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(live.count(), 6);
+}
+
+/// An upstream that answers the first request of each connection (keep-alive) and closes
+/// the connection when the next request arrives on it, without answering: what a pooled
+/// connection looks like when the upstream's own keep-alive timer closed it just as gatehouse
+/// reused it.
+fn closes_kept_alive_connections() -> (SocketAddr, Arc<AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let counter = counter.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                for n in 0.. {
+                    // Read one request head (GET, no body).
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if n > 0 {
+                        return; // closes without an answer
+                    }
+                    let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn a_reused_connection_closed_by_the_upstream_is_retried_on_a_fresh_one() {
+    let (up, seen) = closes_kept_alive_connections();
+    let g = Gatehouse::start(&simple_config(&[up], "    retries: 0", ""));
+    for i in 0..4 {
+        let r = get(g.addr, "/x", &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    // Requests 2..4 each met a pooled connection the upstream then closed, and went again
+    // once on a fresh connection.
+    assert_eq!(seen.load(Ordering::SeqCst), 7);
+    // A POST is not idempotent: it is never sent twice, the stale connection is a 502.
+    let r = request(g.addr, "POST", "/x", &[], b"data");
+    assert_eq!(r.status, 502, "{}", r.text());
+}

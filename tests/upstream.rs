@@ -46,6 +46,8 @@ fn breaker_opens_fails_fast_probes_and_closes() {
     );
     let g = Gatehouse::start(&cfg);
     let state = r#"gatehouse_breaker_state{backend="app"}"#;
+    // Published from the start (an absent series would also read as 0 below).
+    assert!(g.metrics().contains(state), "{}", g.metrics());
     assert_eq!(g.metric(state), 0.0);
 
     // max_errors + 1 consecutive 5xx open the breaker; the 5xx themselves pass through.
@@ -162,6 +164,28 @@ fn connect_failures_count_for_the_breaker() {
 }
 
 #[test]
+fn upstream_timeouts_count_for_the_breaker() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_secs(2)));
+    let cfg = simple_config(
+        &[up.addr],
+        "    timeouts: { read: 200ms }\n    circuit_breaker: { interval: 60s, timeout: 1h, max_errors: 0 }",
+        "",
+    );
+    let g = Gatehouse::start(&cfg);
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("upstream_timeout"), "{}", r.text());
+    let r = get(g.addr, "/x", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("circuit_open"), "{}", r.text());
+    assert_eq!(
+        up.count(),
+        1,
+        "the open breaker kept the second request away"
+    );
+}
+
+#[test]
 fn breaker_state_survives_a_reload_that_keeps_the_backend() {
     let up = MockUpstream::start(Behaviour::Status(502));
     let backend = "    circuit_breaker: { interval: 60s, timeout: 1h, max_errors: 0 }";
@@ -230,10 +254,20 @@ fn dead_host_is_skipped_and_returns_on_the_same_address() {
     let g = Gatehouse::start(&cfg);
     drop(b);
     wait_for_clean_run(&g, 10, "the dead host to be skipped");
+    // Taken out by its failed checks (passive ejection alone would also skip it, and bring
+    // it back after 5 s: the log lines are the active checks' own).
+    let down = format!("host {b_addr} is unhealthy");
+    wait_for("the failed check to be logged", LONG, || {
+        g.log().contains(&down).then_some(())
+    });
     let b = MockUpstream::start_on(b_addr, Behaviour::Echo);
     wait_for("the host to come back", LONG, || {
         assert_eq!(get(g.addr, "/x", &[]).status, 200);
         (traffic(&b) > 0).then_some(())
+    });
+    let up = format!("host {b_addr} is healthy again");
+    wait_for("the passed check to be logged", LONG, || {
+        g.log().contains(&up).then_some(())
     });
 }
 

@@ -129,6 +129,9 @@ pub struct BackendConfig {
 
 // --- upstream resilience (issue 5) ---
 
+/// The largest `retries` a backend may have.
+pub const MAX_RETRIES: u32 = 16;
+
 /// Where a backend's hosts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discovery {

@@ -154,8 +154,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 .as_ref()
                 .and_then(|t| super::tls::backend_tls(&p, t, b.host_header.as_deref(), &mut e.0)),
         };
-        if cfg.retries > 16 {
-            e.push(format!("{p}.retries"), "must be <= 16");
+        if cfg.retries > super::MAX_RETRIES {
+            e.push(
+                format!("{p}.retries"),
+                format!("must be <= {}", super::MAX_RETRIES),
+            );
         }
         backends.insert(name.clone(), cfg);
     }

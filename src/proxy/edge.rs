@@ -151,7 +151,8 @@ pub fn new_peer(addr: SocketAddr, cfg: &BackendConfig) -> HttpPeer {
     match &cfg.tls {
         None => HttpPeer::new(addr, false, String::new()),
         Some(t) => {
-            let mut peer = HttpPeer::new(addr, true, t.sni.clone());
+            // `apply_tls` sets the SNI: one copy of it per request, not two.
+            let mut peer = HttpPeer::new(addr, true, String::new());
             apply_tls(&mut peer, t);
             peer
         }

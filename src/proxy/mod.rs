@@ -272,7 +272,12 @@ impl ProxyHttp for Gatehouse {
         let mut ip_buf = [0u8; 16];
         let client = client_ip(session, ctx);
         let key = hash_key(session, client, &backend.cfg.hash_key, &mut ip_buf);
-        let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {
+        // A stale pooled connection (see `error_while_proxy`): the same host again.
+        let same_host = std::mem::take(&mut ctx.retry_same_host)
+            .then(|| ctx.tried.last().copied())
+            .flatten();
+        let Some(addr) = same_host.or_else(|| backend.select(key, &ctx.tried, clock::now_ms()))
+        else {
             ctx.reason = Some(Reason::NoHealthyHost);
             ctx.retry_after = Some(1);
             return Err(Error::explain(
@@ -281,7 +286,9 @@ impl ProxyHttp for Gatehouse {
             ));
         };
         // --- end upstream resilience ---
-        ctx.tried.push(addr);
+        if same_host.is_none() {
+            ctx.tried.push(addr);
+        }
         let c = &backend.cfg;
         let mut peer = edge::new_peer(addr, c);
         let o = &mut peer.options;
@@ -292,6 +299,38 @@ impl ProxyHttp for Gatehouse {
         o.idle_timeout = Some(c.idle_timeout);
         ctx.upstream_start = Some(now);
         Ok(Box::new(peer))
+    }
+
+    /// An error after the request was (partly) sent. Pingora's policy is kept: an idempotent
+    /// request whose reused pooled connection turned out to be closed by the upstream (no
+    /// response byte read) may go again. Such a retry goes to the same host on a fresh
+    /// connection, at most `MAX_REUSE_RETRIES` times, and is not one of the backend's
+    /// `retries` (which are for connect failures, on another host); without this,
+    /// `upstream_peer` excluded the host just tried and a one-host backend answered 503.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            if ctx.reuse_retries < MAX_REUSE_RETRIES && Instant::now() < ctx.deadline {
+                ctx.reuse_retries += 1;
+                ctx.retry_same_host = true;
+            } else {
+                e.set_retry(false);
+            }
+        }
+        e
     }
 
     fn fail_to_connect(
@@ -529,6 +568,9 @@ impl ProxyHttp for Gatehouse {
         ctx.reason.is_some()
     }
 }
+
+/// Attempts again on the same host after a stale pooled connection, per request.
+const MAX_REUSE_RETRIES: u8 = 2;
 
 /// The consistent-hash key: the configured header, else the client address (`buf` holds it).
 fn hash_key<'a>(
