@@ -139,6 +139,58 @@ security:
     );
 }
 
+/// Every X-Forwarded-For line the client sent reaches the upstream, in order, as one list
+/// with the peer appended: an upstream that trusts gatehouse and walks it right to left finds
+/// the client gatehouse found, not an address forged on an earlier line.
+#[test]
+fn upstream_gets_every_forwarded_line_with_the_peer_appended() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1/32"] }
+security:
+  ip_filter: { mode: deny, cidrs: ["6.6.6.6"] }"#,
+        "",
+    ));
+    let xff = |rec: &common::Recorded| -> Vec<String> {
+        rec.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    // A forged line, then the line the trusted proxy added: the client is 81.2.69.142.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "81.2.69.142"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        xff(&up.last().unwrap()),
+        vec!["6.6.6.6, 81.2.69.142, 127.0.0.1"]
+    );
+    // Empty lines add nothing; a single line keeps its text.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "198.51.100.1,81.2.69.142"),
+            ("X-Forwarded-For", ""),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        xff(&up.last().unwrap()),
+        vec!["198.51.100.1,81.2.69.142, 127.0.0.1"]
+    );
+    assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    assert_eq!(xff(&up.last().unwrap()), vec!["127.0.0.1"]);
+}
+
 #[test]
 fn endpoint_ip_filter_adds_to_the_service_wide_one() {
     let up = MockUpstream::start(Behaviour::Echo);
