@@ -310,6 +310,22 @@ security:
     assert_eq!(status_from(&g, "/x", "89.160.20.128"), 200);
     // forward is off: no geo headers upstream.
     assert_eq!(up.last().unwrap().header("x-geo-country"), None);
+    // ... and copies sent by the client are removed all the same.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "89.160.20.128"),
+            ("X-Geo-Country", "US"),
+            ("X-Geo-Region", "US-CA"),
+            ("X-Geo-City", "Nowhere"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let rec = up.last().unwrap();
+    for h in ["x-geo-country", "x-geo-region", "x-geo-city"] {
+        assert_eq!(rec.header(h), None, "{h} reached the upstream");
+    }
     assert_eq!(status_from(&g, "/x", "2a02:ff0::1"), 200);
     assert_eq!(status_from(&g, "/x", "175.16.199.1"), 403);
     assert_eq!(status_from(&g, "/x", "1.130.0.1"), 403);
