@@ -198,7 +198,7 @@ fn endpoint_ip_filter_adds_to_the_service_wide_one() {
         &up,
         r#"client_ip: { trusted_proxies: ["127.0.0.1"] }
 security:
-  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24"] }"#,
+  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24", "10.66.0.0/16"] }"#,
         r#"  - path: /admin/{*rest}
     backend: app
     security:
@@ -209,8 +209,12 @@ security:
     let r = get(g.addr, "/admin/x", &[("X-Forwarded-For", "81.2.69.142")]);
     assert_rejected(&r, "ip_filter");
     assert_eq!(status_from(&g, "/open", "81.2.69.142"), 200);
-    // The service-wide deny still applies to the endpoint and everything else.
+    // The service-wide deny still applies to the endpoint and everything else: 10.66.0.1
+    // is in the endpoint's allow list but denied service-wide.
     assert_eq!(status_from(&g, "/open", "203.0.113.1"), 403);
+    let r = get(g.addr, "/admin/x", &[("X-Forwarded-For", "10.66.0.1")]);
+    assert_rejected(&r, "ip_filter");
+    assert_eq!(status_from(&g, "/open", "10.66.0.1"), 403);
     // Path tricks do not reach the guarded route unguarded.
     assert_eq!(status_from(&g, "/open/../admin/x", "81.2.69.142"), 403);
 }
