@@ -298,6 +298,19 @@ security:
     // Japan (IPv6) passes the service-wide fence.
     assert_eq!(status_from(&g, "/x", "2001:218::1"), 200);
     assert_eq!(up.last().unwrap().header("x-geo-country"), Some("JP"));
+
+    // Six geofence rejections above, counted and logged by reason.
+    let metric = "gatehouse_rejections_total{reason=\"geofence\"}";
+    common::wait_for("geofence metric", std::time::Duration::from_secs(5), || {
+        (g.metric(metric) >= 6.0).then_some(())
+    });
+    assert_eq!(g.metric(metric), 6.0);
+    common::wait_for("access log", std::time::Duration::from_secs(5), || {
+        g.log()
+            .lines()
+            .any(|l| l.contains("175.45.176.1 \"GET /x") && l.contains("reason=geofence"))
+            .then_some(())
+    });
 }
 
 #[test]
@@ -375,6 +388,10 @@ fn bot_detector_service_wide_and_per_endpoint() {
     common::wait_for("metrics", std::time::Duration::from_secs(5), || {
         (g.metric("gatehouse_rejections_total{reason=\"bot_detector\"}") >= 6.0).then_some(())
     });
+    assert_eq!(
+        g.metric("gatehouse_rejections_total{reason=\"bot_detector\"}"),
+        6.0
+    );
 }
 
 #[test]
