@@ -417,6 +417,65 @@ security:
     assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
 }
 
+/// SPEC: "The GeoIP database is re-read when its file changed" (path, size or mtime), and
+/// only then: a file whose size and mtime are unchanged is not read again (here proven by
+/// garbage that would fail verification), a replaced file is.
+#[test]
+fn geoip_database_is_re_read_on_reload_only_when_its_file_changed() {
+    use std::time::Duration;
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("geo.mmdb");
+    std::fs::copy(fixture("countries.mmdb"), &db).unwrap();
+    let cfg = config(
+        &up,
+        &format!(
+            r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}", forward: true }}"#,
+            db.display()
+        ),
+        "",
+    );
+    let g = Gatehouse::start(&cfg);
+    let geo = |h: &str| {
+        assert_eq!(status_from(&g, "/x", "81.2.69.142"), 200);
+        up.last().unwrap().header(h).map(String::from)
+    };
+    assert_eq!(geo("x-geo-country").as_deref(), Some("GB"));
+    assert_eq!(geo("x-geo-city"), None, "a Country database has no city");
+
+    // Same size and mtime, different bytes: not re-read, so the reload succeeds.
+    let overwrite = |bytes: &[u8], mtime: Option<std::time::SystemTime>| {
+        std::fs::write(&db, bytes).unwrap();
+        if let Some(t) = mtime {
+            let f = std::fs::File::options().write(true).open(&db).unwrap();
+            f.set_modified(t).unwrap();
+        }
+    };
+    let meta = std::fs::metadata(&db).unwrap();
+    overwrite(
+        &vec![b'x'; meta.len() as usize],
+        Some(meta.modified().unwrap()),
+    );
+    assert!(
+        g.reload(&cfg),
+        "an unchanged stamp must not re-read the file"
+    );
+    assert_eq!(geo("x-geo-country").as_deref(), Some("GB"));
+
+    // Replaced by the City database: re-read by the next reload of the same config.
+    std::fs::copy(fixture("cities.mmdb"), &db).unwrap();
+    assert!(g.reload(&cfg));
+    assert_eq!(geo("x-geo-city").as_deref(), Some("London"));
+
+    // Changed (new mtime) into garbage: the reload fails and the loaded database stays.
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    overwrite(&vec![b'x'; len], Some(later));
+    assert!(!g.reload(&cfg));
+    assert_eq!(geo("x-geo-city").as_deref(), Some("London"));
+}
+
 #[test]
 fn rate_limits_key_on_the_resolved_client_address() {
     let up = MockUpstream::start(Behaviour::Echo);
