@@ -139,6 +139,58 @@ security:
     );
 }
 
+/// Every X-Forwarded-For line the client sent reaches the upstream, in order, as one list
+/// with the peer appended: an upstream that trusts gatehouse and walks it right to left finds
+/// the client gatehouse found, not an address forged on an earlier line.
+#[test]
+fn upstream_gets_every_forwarded_line_with_the_peer_appended() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"client_ip: { trusted_proxies: ["127.0.0.1/32"] }
+security:
+  ip_filter: { mode: deny, cidrs: ["6.6.6.6"] }"#,
+        "",
+    ));
+    let xff = |rec: &common::Recorded| -> Vec<String> {
+        rec.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    // A forged line, then the line the trusted proxy added: the client is 81.2.69.142.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "81.2.69.142"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        xff(&up.last().unwrap()),
+        vec!["6.6.6.6, 81.2.69.142, 127.0.0.1"]
+    );
+    // Empty lines add nothing; a single line keeps its text.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "198.51.100.1,81.2.69.142"),
+            ("X-Forwarded-For", ""),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        xff(&up.last().unwrap()),
+        vec!["198.51.100.1,81.2.69.142, 127.0.0.1"]
+    );
+    assert_eq!(get(g.addr, "/x", &[]).status, 200);
+    assert_eq!(xff(&up.last().unwrap()), vec!["127.0.0.1"]);
+}
+
 #[test]
 fn endpoint_ip_filter_adds_to_the_service_wide_one() {
     let up = MockUpstream::start(Behaviour::Echo);
@@ -146,7 +198,7 @@ fn endpoint_ip_filter_adds_to_the_service_wide_one() {
         &up,
         r#"client_ip: { trusted_proxies: ["127.0.0.1"] }
 security:
-  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24"] }"#,
+  ip_filter: { mode: deny, cidrs: ["203.0.113.0/24", "10.66.0.0/16"] }"#,
         r#"  - path: /admin/{*rest}
     backend: app
     security:
@@ -157,8 +209,12 @@ security:
     let r = get(g.addr, "/admin/x", &[("X-Forwarded-For", "81.2.69.142")]);
     assert_rejected(&r, "ip_filter");
     assert_eq!(status_from(&g, "/open", "81.2.69.142"), 200);
-    // The service-wide deny still applies to the endpoint and everything else.
+    // The service-wide deny still applies to the endpoint and everything else: 10.66.0.1
+    // is in the endpoint's allow list but denied service-wide.
     assert_eq!(status_from(&g, "/open", "203.0.113.1"), 403);
+    let r = get(g.addr, "/admin/x", &[("X-Forwarded-For", "10.66.0.1")]);
+    assert_rejected(&r, "ip_filter");
+    assert_eq!(status_from(&g, "/open", "10.66.0.1"), 403);
     // Path tricks do not reach the guarded route unguarded.
     assert_eq!(status_from(&g, "/open/../admin/x", "81.2.69.142"), 403);
 }
@@ -242,6 +298,19 @@ security:
     // Japan (IPv6) passes the service-wide fence.
     assert_eq!(status_from(&g, "/x", "2001:218::1"), 200);
     assert_eq!(up.last().unwrap().header("x-geo-country"), Some("JP"));
+
+    // Six geofence rejections above, counted and logged by reason.
+    let metric = "gatehouse_rejections_total{reason=\"geofence\"}";
+    common::wait_for("geofence metric", std::time::Duration::from_secs(5), || {
+        (g.metric(metric) >= 6.0).then_some(())
+    });
+    assert_eq!(g.metric(metric), 6.0);
+    common::wait_for("access log", std::time::Duration::from_secs(5), || {
+        g.log()
+            .lines()
+            .any(|l| l.contains("175.45.176.1 \"GET /x") && l.contains("reason=geofence"))
+            .then_some(())
+    });
 }
 
 #[test]
@@ -258,6 +327,22 @@ security:
     assert_eq!(status_from(&g, "/x", "89.160.20.128"), 200);
     // forward is off: no geo headers upstream.
     assert_eq!(up.last().unwrap().header("x-geo-country"), None);
+    // ... and copies sent by the client are removed all the same.
+    let r = get(
+        g.addr,
+        "/x",
+        &[
+            ("X-Forwarded-For", "89.160.20.128"),
+            ("X-Geo-Country", "US"),
+            ("X-Geo-Region", "US-CA"),
+            ("X-Geo-City", "Nowhere"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let rec = up.last().unwrap();
+    for h in ["x-geo-country", "x-geo-region", "x-geo-city"] {
+        assert_eq!(rec.header(h), None, "{h} reached the upstream");
+    }
     assert_eq!(status_from(&g, "/x", "2a02:ff0::1"), 200);
     assert_eq!(status_from(&g, "/x", "175.16.199.1"), 403);
     assert_eq!(status_from(&g, "/x", "1.130.0.1"), 403);
@@ -303,6 +388,10 @@ fn bot_detector_service_wide_and_per_endpoint() {
     common::wait_for("metrics", std::time::Duration::from_secs(5), || {
         (g.metric("gatehouse_rejections_total{reason=\"bot_detector\"}") >= 6.0).then_some(())
     });
+    assert_eq!(
+        g.metric("gatehouse_rejections_total{reason=\"bot_detector\"}"),
+        6.0
+    );
 }
 
 #[test]
@@ -326,6 +415,65 @@ security:
     let broken = config(&up, &top("KP"), "").replace("countries.mmdb", "missing.mmdb");
     assert!(!g.reload(&broken));
     assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
+}
+
+/// SPEC: "The GeoIP database is re-read when its file changed" (path, size or mtime), and
+/// only then: a file whose size and mtime are unchanged is not read again (here proven by
+/// garbage that would fail verification), a replaced file is.
+#[test]
+fn geoip_database_is_re_read_on_reload_only_when_its_file_changed() {
+    use std::time::Duration;
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("geo.mmdb");
+    std::fs::copy(fixture("countries.mmdb"), &db).unwrap();
+    let cfg = config(
+        &up,
+        &format!(
+            r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}", forward: true }}"#,
+            db.display()
+        ),
+        "",
+    );
+    let g = Gatehouse::start(&cfg);
+    let geo = |h: &str| {
+        assert_eq!(status_from(&g, "/x", "81.2.69.142"), 200);
+        up.last().unwrap().header(h).map(String::from)
+    };
+    assert_eq!(geo("x-geo-country").as_deref(), Some("GB"));
+    assert_eq!(geo("x-geo-city"), None, "a Country database has no city");
+
+    // Same size and mtime, different bytes: not re-read, so the reload succeeds.
+    let overwrite = |bytes: &[u8], mtime: Option<std::time::SystemTime>| {
+        std::fs::write(&db, bytes).unwrap();
+        if let Some(t) = mtime {
+            let f = std::fs::File::options().write(true).open(&db).unwrap();
+            f.set_modified(t).unwrap();
+        }
+    };
+    let meta = std::fs::metadata(&db).unwrap();
+    overwrite(
+        &vec![b'x'; meta.len() as usize],
+        Some(meta.modified().unwrap()),
+    );
+    assert!(
+        g.reload(&cfg),
+        "an unchanged stamp must not re-read the file"
+    );
+    assert_eq!(geo("x-geo-country").as_deref(), Some("GB"));
+
+    // Replaced by the City database: re-read by the next reload of the same config.
+    std::fs::copy(fixture("cities.mmdb"), &db).unwrap();
+    assert!(g.reload(&cfg));
+    assert_eq!(geo("x-geo-city").as_deref(), Some("London"));
+
+    // Changed (new mtime) into garbage: the reload fails and the loaded database stays.
+    let len = std::fs::metadata(&db).unwrap().len() as usize;
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    overwrite(&vec![b'x'; len], Some(later));
+    assert!(!g.reload(&cfg));
+    assert_eq!(geo("x-geo-city").as_deref(), Some("London"));
 }
 
 #[test]

@@ -229,6 +229,22 @@ mod tests {
         let before = d.cached();
         assert!(d.is_bot(ua(&long)));
         assert!(d.cached() <= before.max(100));
+        // On an empty cache (the full one above cannot tell): a User-Agent over the limit is
+        // never cached, one at the limit is, and cache_size 0 caches nothing.
+        let d = BotDetector::new(cfg(&["(?i)bot"])).unwrap();
+        assert!(d.is_bot(ua(&long)));
+        assert!(!d.is_bot(ua(&"y".repeat(MAX_CACHED_UA + 1))));
+        assert_eq!(d.cached(), 0, "over-long User-Agents are not cached");
+        let at_limit = "z".repeat(MAX_CACHED_UA - 3) + "bot";
+        assert!(d.is_bot(ua(&at_limit)));
+        assert_eq!(d.cached(), 1);
+        assert!(d.is_bot(ua(&at_limit)));
+        assert_eq!(d.cached(), 1, "a repeated User-Agent is one entry");
+        let mut c = cfg(&["(?i)bot"]);
+        c.cache_size = 0;
+        let d = BotDetector::new(c).unwrap();
+        assert!(d.is_bot(ua("a bot")) && !d.is_bot(ua("human")));
+        assert_eq!(d.cached(), 0);
     }
 
     #[test]

@@ -65,6 +65,35 @@ impl ClientIpResolver {
     }
 }
 
+/// The `X-Forwarded-For` value sent upstream: every line of the request's own header (repeated
+/// lines are one list, as in `resolve`), in order, joined by `", "`, then `peer`. Blank lines add
+/// nothing. Keeping every line matters: an upstream that trusts gatehouse walks this list right
+/// to left, and dropping a later line would let an address forged on an earlier one stand where
+/// the real client was.
+pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
+    let name = http::header::HeaderName::from_static("x-forwarded-for");
+    let mut out: Vec<u8> = Vec::with_capacity(64);
+    for v in headers.get_all(&name) {
+        let b = v.as_bytes().trim_ascii();
+        if b.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b);
+    }
+    if !out.is_empty() {
+        out.extend_from_slice(b", ");
+    }
+    {
+        use std::io::Write;
+        let _ = write!(out, "{}", canonical(peer));
+    }
+    // Made of valid header values, ", " and an address: always a valid value.
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 /// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
 pub fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -142,6 +171,30 @@ mod tests {
         assert_eq!(
             r.resolve(ip("::ffff:192.0.2.1"), &HeaderMap::new()),
             ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_line_and_appends_the_peer() {
+        let f = |h: &HeaderMap, peer: &str| forwarded_for(h, ip(peer));
+        assert_eq!(f(&HeaderMap::new(), "::ffff:127.0.0.1"), "127.0.0.1");
+        let h = hdrs(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "  "),
+            ("x-forwarded-for", "81.2.69.142, [2001:db8::1]:80"),
+        ]);
+        assert_eq!(
+            f(&h, "10.0.0.2"),
+            "6.6.6.6, 81.2.69.142, [2001:db8::1]:80, 10.0.0.2"
+        );
+        assert_eq!(f(&hdrs(&[("x-forwarded-for", "")]), "::1"), "::1");
+        // The list read back right to left finds the same client as `resolve`.
+        let r = resolver(&["10.0.0.0/8"]);
+        let mut up = HeaderMap::new();
+        up.insert("x-forwarded-for", f(&h, "10.0.0.2"));
+        assert_eq!(
+            r.resolve(ip("10.0.0.3"), &up),
+            r.resolve(ip("10.0.0.2"), &h)
         );
     }
 

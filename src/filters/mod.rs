@@ -380,5 +380,29 @@ endpoints:
         );
         assert_eq!(check("81.2.69.142", "human"), Decision::Pass);
         assert_eq!(check("10.0.0.1", "human"), Decision::Pass);
+
+        // One lookup per request: the service-wide check stores the location in the subject,
+        // and the endpoint's check reuses it (with the database gone, it would be unknown).
+        let kp = Chain {
+            geofence: Some(Geofence::new(geo::GeofenceConfig {
+                deny_countries: vec!["KP".into()],
+                unknown_allows: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut s = Subject::new(Some("81.2.69.142".parse().unwrap()), None, Some(&db));
+        assert_eq!(chain.check(&mut s), Decision::Pass);
+        assert_eq!(s.geo.flatten().and_then(|g| g.country), Some("GB"));
+        s.db = None;
+        assert_eq!(s.geo().and_then(|g| g.country), Some("GB"));
+        let mut s = Subject::new(Some("175.45.177.1".parse().unwrap()), None, Some(&db));
+        assert_eq!(chain.check(&mut s), Decision::Reject(Rejected::Geofence));
+        s.db = None;
+        assert_eq!(kp.check(&mut s), Decision::Reject(Rejected::Geofence));
+        // A chain without a geofence makes no lookup.
+        let mut s = Subject::new(Some("81.2.69.142".parse().unwrap()), None, Some(&db));
+        assert_eq!(Chain::default().check(&mut s), Decision::Pass);
+        assert!(s.geo.is_none());
     }
 }

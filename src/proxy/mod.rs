@@ -371,14 +371,8 @@ impl ProxyHttp for Gatehouse {
             // Always appended (like nginx's $proxy_add_x_forwarded_for): the rightmost entry
             // is the peer gatehouse saw, so an upstream that trusts gatehouse and walks the
             // list right to left finds the same client as gatehouse did.
-            let ip = crate::filters::ip::canonical(peer.ip()).to_string();
-            let xff = match upstream.headers.get("x-forwarded-for") {
-                Some(prev) => match prev.to_str() {
-                    Ok(p) if !p.trim().is_empty() => format!("{p}, {ip}"),
-                    _ => ip,
-                },
-                None => ip,
-            };
+            // Every line the client sent is kept (see `forwarded_for`).
+            let xff = crate::filters::client_ip::forwarded_for(&upstream.headers, peer.ip());
             upstream.insert_header("x-forwarded-for", xff)?;
         }
         if let Some(rt) = ctx.rt.as_ref() {
