@@ -217,6 +217,11 @@ security:
     assert_eq!(status_from(&g, "/open", "10.66.0.1"), 403);
     // Path tricks do not reach the guarded route unguarded.
     assert_eq!(status_from(&g, "/open/../admin/x", "81.2.69.142"), 403);
+    // Nor does the bare prefix, which the catch-all would otherwise forward unfiltered.
+    assert_eq!(status_from(&g, "/admin/", "81.2.69.142"), 403);
+    assert_eq!(status_from(&g, "/admin", "81.2.69.142"), 403);
+    assert_eq!(status_from(&g, "/open/../admin", "81.2.69.142"), 403);
+    assert_eq!(status_from(&g, "/admin/", "10.1.2.3"), 200);
 }
 
 #[test]

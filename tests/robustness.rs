@@ -310,6 +310,10 @@ endpoints:
         "/public/./../admin/x?q=1",
         "/./admin/x",
         "/x/../../admin/x",
+        // the bare prefix belongs to `/admin/{*rest}` (an empty remainder): guarded too
+        "/admin",
+        "/admin/",
+        "/public/../admin",
     ] {
         let r = get(g.addr, trick, &[]);
         assert_eq!(r.status, 403, "{trick}: {}", r.text());
@@ -319,7 +323,7 @@ endpoints:
         ("/admin%2Fx", 404),
         ("/public/..%2Fadmin/x", 200),
         ("/ADMIN/x", 404),
-        ("/admin", 404),
+        ("/administrator", 404),
     ] {
         let r = get(g.addr, trick, &[]);
         assert_eq!(r.status, status, "{trick}");

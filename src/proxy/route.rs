@@ -110,6 +110,25 @@ impl Router {
                 allow: String::new(),
             });
         }
+        // `/p/{*rest}` also takes `/p/` and `/p` (an empty remainder; matchit's catch-all needs
+        // at least one byte), unless an endpoint routes those paths itself. Otherwise a
+        // filter on `/admin/{*rest}` would not cover `/admin/`, which a catch-all route
+        // elsewhere would then forward unfiltered.
+        for (idx, entry) in entries.iter().enumerate() {
+            let Some(star) = entry.pattern.rfind("/{*") else {
+                continue;
+            };
+            if !entry.pattern.ends_with('}') {
+                continue;
+            }
+            let with_slash = &entry.pattern[..=star];
+            for prefix in [with_slash, &entry.pattern[..star]] {
+                if !prefix.is_empty() && !entries.iter().any(|e| e.pattern == prefix) {
+                    // A conflict means another pattern already claims the path: it wins.
+                    let _ = inner.insert(prefix.to_string(), idx);
+                }
+            }
+        }
         for entry in &mut entries {
             let all = MethodSet(entry.routes.iter().fold(0, |a, (s, _)| a | s.0));
             entry.allow = all.names().collect::<Vec<_>>().join(", ");
@@ -482,6 +501,31 @@ mod tests {
         assert_eq!(hit("/products/42"), Some(0));
         assert_eq!(hit("/products/42/a/b"), Some(2));
         assert_eq!(hit("/other/thing"), Some(3));
+    }
+
+    #[test]
+    fn a_catch_all_also_takes_its_empty_remainder() {
+        let eps = vec![
+            ep("/admin/{*rest}", None),
+            ep("/{*all}", None),
+            ep("/docs/{*rest}", None),
+            ep("/docs", None),
+        ];
+        let r = Router::build(&eps).unwrap();
+        let hit = |p: &str| match r.find(p, &http::Method::GET) {
+            Match::Found { endpoint, .. } => Some(endpoint),
+            _ => None,
+        };
+        // `/admin/` and `/admin` are the admin endpoint's (and its filters'), not the
+        // catch-all's.
+        assert_eq!(hit("/admin/"), Some(0));
+        assert_eq!(hit("/admin"), Some(0));
+        assert_eq!(hit("/admin/x"), Some(0));
+        assert_eq!(hit("/administrator"), Some(1));
+        assert_eq!(hit("/"), Some(1));
+        // An endpoint that routes the bare prefix itself keeps it.
+        assert_eq!(hit("/docs"), Some(3));
+        assert_eq!(hit("/docs/"), Some(2));
     }
 
     #[test]
