@@ -19,7 +19,8 @@
 # Last, the latency at half of peak (HALF=0 skips it): the upstream directly, nginx and
 # gatehouse_full, each paced at half of gatehouse_full's measured requests/s (oha -q with
 # --latency-correction), and the p99 each proxy adds over the upstream's own.
-# Installs oha (cargo), nginx and its geoip2 module (apt) when missing.
+# HAProxy as a plain proxy is one more row (HAPROXY=0 skips it).
+# Installs oha (cargo), nginx and its geoip2 module, haproxy (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -38,7 +39,7 @@ fi
 
 . benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port); NGXR=$(free_port)
+GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 HALF=${HALF:-1}
@@ -110,11 +111,36 @@ python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-
 start_upstream "$WORK" "$UP"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
+# HAProxy as a plain proxy too (HAPROXY=0 skips it): one thread, kept-alive upstream
+# connections, X-Forwarded-For like the others.
+HAPROXY=${HAPROXY:-1}
+if [ "$HAPROXY" = 1 ]; then
+  command -v haproxy >/dev/null || apt-get install -y -qq haproxy
+  cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4096
+  pidfile $WORK/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend app
+backend app
+  server up 127.0.0.1:$UP
+HAP
+  haproxy -D -f "$WORK/haproxy.cfg"
+fi
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
 RUST_LOG=warn $GH_FULL -c "$WORK/ghf.yaml" 2>"$WORK/ghf.err" &
 echo $! > "$WORK/gatehouse_full.pid"
-for p in $UP $NGX $NGXR $GHP $GHF; do
+for p in $UP $NGX $NGXR $GHP $GHF $([ "$HAPROXY" = 1 ] && echo "$HAP"); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -122,6 +148,7 @@ proxy_pids() { # $1 = name
   case $1 in
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
     nginx_rules) pgrep -P "$(cat "$WORK/rules.pid")" ;;
+    haproxy) cat "$WORK/haproxy.pid" ;;
     gatehouse) cat "$WORK/gatehouse.pid" ;;
     gatehouse_full) cat "$WORK/gatehouse_full.pid" ;;
     *) echo "" ;;
@@ -156,6 +183,7 @@ PY
 run upstream "$UP"
 run nginx "$NGX"
 run nginx_rules "$NGXR"
+[ "$HAPROXY" = 1 ] && run haproxy "$HAP"
 run gatehouse "$GHP"
 run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
@@ -179,6 +207,8 @@ echo
 ratio "http  " gatehouse nginx
 ratio "full  " gatehouse_full nginx
 ratio "rules " gatehouse_full nginx_rules
+[ "$HAPROXY" = 1 ] && python3 -c "import sys; print(f'gatehouse/haproxy http: throughput x{float(sys.argv[1])/float(sys.argv[2]):.2f}, cpu per request x{float(sys.argv[3])/float(sys.argv[4]):.2f}')" \
+  "${RPS[gatehouse]}" "${RPS[haproxy]}" "${CPU[gatehouse]}" "${CPU[haproxy]}"
 python3 - "${CPU[gatehouse_full]}" "${CPU[gatehouse]}" <<'PY'
 import sys
 f, p = map(float, sys.argv[1:])
