@@ -200,6 +200,34 @@ fn upstream_closing_without_answer_is_502() {
     assert_eq!(r.status, 502, "{}", r.text());
 }
 
+/// Pingora closes the client connection after an upstream failure; the answer must say so
+/// (`Connection: close`) rather than promise a keep-alive that resets the next request.
+#[test]
+fn upstream_failures_announce_that_the_connection_closes() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let slow = MockUpstream::start(Behaviour::Slow(Duration::from_secs(3)));
+    let g = Gatehouse::start(&format!(
+        r#"{SERVER}backends:
+  dead:
+    discovery: {{ static: ["{dead}"] }}
+    retries: 0
+  slow:
+    discovery: {{ static: ["{}"] }}
+endpoints:
+  - {{ path: /dead, backend: dead }}
+  - {{ path: /slow, backend: slow, timeout: 300ms }}
+"#,
+        slow.addr
+    ));
+    for (path, status) in [("/dead", 502), ("/slow", 504)] {
+        let mut c = Conn::open(g.addr).unwrap();
+        let r = c.get(path).unwrap();
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_eq!(r.header("connection"), Some("close"), "{path}");
+        assert!(c.is_closed(Duration::from_secs(2)), "{path}");
+    }
+}
+
 #[test]
 fn slow_upstream_past_the_endpoint_timeout_is_504() {
     let up = MockUpstream::start(Behaviour::Slow(Duration::from_secs(3)));

@@ -434,7 +434,14 @@ impl ProxyHttp for Gatehouse {
         Ok(())
     }
 
+    /// Every answer made here closes the client connection, and says so (`Connection:
+    /// close`): Pingora 0.9 drops the client connection after any error of the proxying
+    /// phase (`process_request` finishes with `server_reuse = false` and ignores
+    /// `can_reuse_downstream`), and its other callers are hooks that failed because writing
+    /// to the client failed. Without this the answer promised keep-alive and the client's
+    /// next request on the connection was reset.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        session.set_keepalive(None);
         let reason = match e.etype() {
             ErrorType::HTTPStatus(code) => ctx.reason.unwrap_or(match code {
                 400 => Reason::BadRequest,
@@ -481,13 +488,10 @@ impl ProxyHttp for Gatehouse {
             };
         }
         let headers = ctx.limits.headers();
-        let ok = respond::send(session, reason, &limit_extra(ctx, &headers))
-            .await
-            .is_ok();
+        let _ = respond::send(session, reason, &limit_extra(ctx, &headers)).await;
         FailToProxy {
             error_code: reason.status(),
-            // A body cut by max_body_size is not drained: close after the 413.
-            can_reuse_downstream: ok && reason != Reason::BodyTooLarge,
+            can_reuse_downstream: false,
         }
     }
 
