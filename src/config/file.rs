@@ -11,10 +11,22 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dur(pub Duration);
 
+/// The longest duration a config may give. Durations are added to `Instant`s on the request
+/// path (the endpoint's deadline, breaker and health timers), which panics past the clock's
+/// range; a year is far beyond any sensible timeout, interval or rate-limit window.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_duration(&s)
+            .and_then(|d| {
+                if d > MAX_DURATION {
+                    Err(format!("duration {s:?} is too long (at most 365d)"))
+                } else {
+                    Ok(d)
+                }
+            })
             .map(Dur)
             .map_err(serde::de::Error::custom)
     }
@@ -295,6 +307,15 @@ mod tests {
             .unwrap_err()
             .contains("unit is required"));
         assert!(parse_duration("2x").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let dur = |s: &str| serde_yaml::from_str::<Dur>(s).map(|d| d.0);
+        assert_eq!(dur("365d").unwrap(), MAX_DURATION);
+        let err = dur("366d").unwrap_err().to_string();
+        assert!(err.contains("is too long (at most 365d)"), "{err}");
+        assert!(dur("10000000000000000000s").is_err());
     }
 
     #[test]
