@@ -122,6 +122,28 @@ fn not_found_and_wrong_method_are_problems_on_a_kept_alive_connection() {
     );
 }
 
+/// A problem answer to HEAD has the GET answer's headers and no body: a body would be read
+/// as the start of the next response on the connection.
+#[test]
+fn head_rejections_have_no_body() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&routes_config(
+        up.addr,
+        r#"  - { path: /items, backend: app, methods: [GET] }"#,
+    ));
+    let mut c = Conn::open(g.addr).unwrap();
+    for (path, status) in [("/nothing-here", 404), ("/items", 405)] {
+        let r = c.request("HEAD", path, &[], b"").unwrap();
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert!(r.body.is_empty(), "{path}");
+        // The next answer on the connection starts where it should.
+        let r = c.get("/nothing-here").unwrap();
+        assert_eq!(r.status, 404, "after HEAD {path}");
+        assert!(r.text().contains("not_found"), "{}", r.text());
+    }
+}
+
 #[test]
 fn paths_are_normalised_before_matching() {
     let up = MockUpstream::start(Behaviour::Echo);
@@ -235,6 +257,13 @@ fn slow_upstream_past_the_endpoint_timeout_is_504() {
     let r = get(g.addr, "/x", &[]);
     assert_eq!(r.status, 504);
     assert!(r.text().contains("timeout"), "{}", r.text());
+    // The endpoint's 300ms budget ran out, not the backend's 5s read timeout.
+    assert!(
+        r.text()
+            .contains("\"type\":\"urn:gatehouse:problem:endpoint_timeout\""),
+        "{}",
+        r.text()
+    );
     // After a 504 the next request is served normally once the upstream is fast again.
     up.set(Behaviour::Echo);
     assert_eq!(get(g.addr, "/x", &[]).status, 200);
