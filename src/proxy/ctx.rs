@@ -31,11 +31,6 @@ pub struct Ctx {
     pub retry_after: Option<u64>,
     /// Circuit-breaker admission, until the request's outcome is reported.
     pub breaker: Option<crate::upstream::breaker::Pass>,
-    /// The last attempt failed on a reused pooled connection that the upstream had closed:
-    /// the next attempt goes to the same host (on a fresh connection).
-    pub retry_same_host: bool,
-    /// Such same-host attempts made so far (bounded).
-    pub reuse_retries: u8,
 }
 
 impl Ctx {
@@ -55,8 +50,6 @@ impl Ctx {
             limits: Default::default(),
             retry_after: None,
             breaker: None,
-            retry_same_host: false,
-            reuse_retries: 0,
         }
     }
 

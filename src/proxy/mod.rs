@@ -272,12 +272,7 @@ impl ProxyHttp for Gatehouse {
         let mut ip_buf = [0u8; 16];
         let client = client_ip(session, ctx);
         let key = hash_key(session, client, &backend.cfg.hash_key, &mut ip_buf);
-        // A stale pooled connection (see `error_while_proxy`): the same host again.
-        let same_host = std::mem::take(&mut ctx.retry_same_host)
-            .then(|| ctx.tried.last().copied())
-            .flatten();
-        let Some(addr) = same_host.or_else(|| backend.select(key, &ctx.tried, clock::now_ms()))
-        else {
+        let Some(addr) = backend.select(key, &ctx.tried, clock::now_ms()) else {
             ctx.reason = Some(Reason::NoHealthyHost);
             ctx.retry_after = Some(1);
             return Err(Error::explain(
@@ -286,9 +281,7 @@ impl ProxyHttp for Gatehouse {
             ));
         };
         // --- end upstream resilience ---
-        if same_host.is_none() {
-            ctx.tried.push(addr);
-        }
+        ctx.tried.push(addr);
         let c = &backend.cfg;
         let mut peer = edge::new_peer(addr, c);
         let o = &mut peer.options;
@@ -301,12 +294,14 @@ impl ProxyHttp for Gatehouse {
         Ok(Box::new(peer))
     }
 
-    /// An error after the request was (partly) sent. Pingora's policy is kept: an idempotent
-    /// request whose reused pooled connection turned out to be closed by the upstream (no
-    /// response byte read) may go again. Such a retry goes to the same host on a fresh
-    /// connection, at most `MAX_REUSE_RETRIES` times, and is not one of the backend's
-    /// `retries` (which are for connect failures, on another host); without this,
-    /// `upstream_peer` excluded the host just tried and a one-host backend answered 503.
+    /// An error after the request was (partly) sent. Pingora's policy (the default body of
+    /// this hook, which an override cannot call): an idempotent request whose reused pooled
+    /// connection turned out to be closed by the upstream (no response byte read) may go
+    /// again. The host is not to blame for a stale pooled connection, so it is taken off
+    /// `tried`: it stays eligible (a one-host backend would otherwise answer 503) and the
+    /// attempt is not one of the backend's `retries`. Such attempts end with a new connection
+    /// (never reused, so never retried this way) or with the pool, Pingora's `max_retries`
+    /// or the endpoint's budget.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -323,9 +318,8 @@ impl ProxyHttp for Gatehouse {
             e.retry.decide_reuse(client_reused);
         }
         if e.retry() {
-            if ctx.reuse_retries < MAX_REUSE_RETRIES && Instant::now() < ctx.deadline {
-                ctx.reuse_retries += 1;
-                ctx.retry_same_host = true;
+            if Instant::now() < ctx.deadline {
+                ctx.tried.pop();
             } else {
                 e.set_retry(false);
             }
@@ -566,9 +560,6 @@ impl ProxyHttp for Gatehouse {
         ctx.reason.is_some()
     }
 }
-
-/// Attempts again on the same host after a stale pooled connection, per request.
-const MAX_REUSE_RETRIES: u8 = 2;
 
 /// The consistent-hash key: the configured header, else the client address (`buf` holds it).
 fn hash_key<'a>(
