@@ -114,18 +114,14 @@ impl Router {
         // at least one byte), unless an endpoint routes those paths itself. Otherwise a
         // filter on `/admin/{*rest}` would not cover `/admin/`, which a catch-all route
         // elsewhere would then forward unfiltered.
+        // (A catch-all is always last in its pattern, which the insert above checked.)
         for (idx, entry) in entries.iter().enumerate() {
-            let Some(star) = entry.pattern.rfind("/{*") else {
-                continue;
-            };
-            if !entry.pattern.ends_with('}') {
-                continue;
-            }
-            let with_slash = &entry.pattern[..=star];
-            for prefix in [with_slash, &entry.pattern[..star]] {
-                if !prefix.is_empty() && !entries.iter().any(|e| e.pattern == prefix) {
-                    // A conflict means another pattern already claims the path: it wins.
-                    let _ = inner.insert(prefix.to_string(), idx);
+            if let Some(star) = entry.pattern.rfind("/{*") {
+                for prefix in [&entry.pattern[..=star], &entry.pattern[..star]] {
+                    // An endpoint routing this path itself makes the insert conflict: it wins.
+                    if !prefix.is_empty() {
+                        let _ = inner.insert(prefix, idx);
+                    }
                 }
             }
         }
@@ -462,10 +458,6 @@ mod tests {
                 ep("/", None),
             ];
             let r = Router::build(&eps).unwrap();
-            let at = |p: &str| match r.find(p, &http::Method::GET) {
-                Match::Found { endpoint, .. } => Some(endpoint),
-                _ => None,
-            };
             let Ok(n) = normalize(&raw) else {
                 // Refused (400): only a malformed escape may be.
                 proptest::prop_assert!(reference(&raw).is_none(), "{} refused", raw);
@@ -475,11 +467,19 @@ mod tests {
             proptest::prop_assert!(want.is_some(), "{} accepted", raw);
             let want = want.unwrap();
             proptest::prop_assert_eq!(
-                at(&n),
-                at(&want),
+                hit(&r, &n),
+                hit(&r, &want),
                 "{} -> {} vs {}", raw, n, want
             );
             proptest::prop_assert_eq!(normalize(&n).unwrap(), n.clone(), "idempotent: {}", raw);
+        }
+    }
+
+    /// The endpoint a GET of `path` lands on.
+    fn hit(r: &Router, path: &str) -> Option<usize> {
+        match r.find(path, &http::Method::GET) {
+            Match::Found { endpoint, .. } => Some(endpoint),
+            _ => None,
         }
     }
 
@@ -492,15 +492,10 @@ mod tests {
             ep("/{*all}", None),
         ];
         let r = Router::build(&eps).unwrap();
-        let get = http::Method::GET;
-        let hit = |p: &str| match r.find(p, &get) {
-            Match::Found { endpoint, .. } => Some(endpoint),
-            _ => None,
-        };
-        assert_eq!(hit("/products/new"), Some(1));
-        assert_eq!(hit("/products/42"), Some(0));
-        assert_eq!(hit("/products/42/a/b"), Some(2));
-        assert_eq!(hit("/other/thing"), Some(3));
+        assert_eq!(hit(&r, "/products/new"), Some(1));
+        assert_eq!(hit(&r, "/products/42"), Some(0));
+        assert_eq!(hit(&r, "/products/42/a/b"), Some(2));
+        assert_eq!(hit(&r, "/other/thing"), Some(3));
     }
 
     #[test]
@@ -512,20 +507,16 @@ mod tests {
             ep("/docs", None),
         ];
         let r = Router::build(&eps).unwrap();
-        let hit = |p: &str| match r.find(p, &http::Method::GET) {
-            Match::Found { endpoint, .. } => Some(endpoint),
-            _ => None,
-        };
         // `/admin/` and `/admin` are the admin endpoint's (and its filters'), not the
         // catch-all's.
-        assert_eq!(hit("/admin/"), Some(0));
-        assert_eq!(hit("/admin"), Some(0));
-        assert_eq!(hit("/admin/x"), Some(0));
-        assert_eq!(hit("/administrator"), Some(1));
-        assert_eq!(hit("/"), Some(1));
+        assert_eq!(hit(&r, "/admin/"), Some(0));
+        assert_eq!(hit(&r, "/admin"), Some(0));
+        assert_eq!(hit(&r, "/admin/x"), Some(0));
+        assert_eq!(hit(&r, "/administrator"), Some(1));
+        assert_eq!(hit(&r, "/"), Some(1));
         // An endpoint that routes the bare prefix itself keeps it.
-        assert_eq!(hit("/docs"), Some(3));
-        assert_eq!(hit("/docs/"), Some(2));
+        assert_eq!(hit(&r, "/docs"), Some(3));
+        assert_eq!(hit(&r, "/docs/"), Some(2));
     }
 
     #[test]
