@@ -50,9 +50,6 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if o.admin != n.admin {
         v.push("server.admin");
     }
-    if o.header_read_timeout != n.header_read_timeout {
-        v.push("server.header_read_timeout");
-    }
     if o.grace_period != n.grace_period {
         v.push("server.grace_period");
     }

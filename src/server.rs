@@ -79,7 +79,7 @@ pub fn run(cfg: Config, opts: Options) -> ! {
             &server.configuration,
             Gatehouse::new(shared.clone()),
         )),
-        header_read_timeout: cfg.server.header_read_timeout,
+        shared: shared.clone(),
     };
     let mut proxy = Service::new("gatehouse proxy".to_string(), app);
     for addr in &cfg.server.listen {

@@ -272,6 +272,19 @@ fn slow_headers_are_cut_off() {
     assert_eq!(c.get("/public/a").unwrap().status, 200);
     std::thread::sleep(Duration::from_millis(600)); // idle longer than the header timeout
     assert_eq!(c.get("/public/b").unwrap().status, 200);
+    // A reload changes the limit for the connections accepted after it: with 60 s, the same
+    // dribble outlives the old 400 ms by far.
+    assert!(g.reload(&config(up.addr, "  header_read_timeout: 60s")));
+    let mut c = Conn::open(g.addr).expect("connect");
+    c.send_raw(b"GET /public/a HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    for _ in 0..20 {
+        c.send_raw(b"X").expect("still open");
+        assert!(
+            !c.is_closed(Duration::from_millis(50)),
+            "cut after the reload"
+        );
+    }
 }
 
 /// Encoding tricks aimed at a route guarded by a filter: each is either refused by that

@@ -115,18 +115,19 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            if this.waiting_first_byte && buf.filled().len() > before {
+            let first_byte = this.waiting_first_byte && buf.filled().len() > before;
+            if first_byte {
                 this.waiting_first_byte = false;
                 this.armed = true;
+            }
+            if this.armed {
                 this.scan(&buf.filled()[before..]);
                 // The timer is only set when the header did not come whole with its first
                 // byte (the usual case needs no timer at all); it starts now, within the same
                 // poll as that first byte.
-                if this.armed {
+                if first_byte && this.armed {
                     this.sleep.as_mut().reset(Instant::now() + this.limit);
                 }
-            } else if this.armed {
-                this.scan(&buf.filled()[before..]);
             }
         }
         res
@@ -226,7 +227,9 @@ impl Peek for HeaderDeadline {
 /// The proxy application with the header deadline on its HTTP/1 connections.
 pub struct Edge<A> {
     pub inner: Arc<A>,
-    pub header_read_timeout: Duration,
+    /// The live config: each new connection takes `server.header_read_timeout` from it, so a
+    /// reload applies to the connections accepted after it.
+    pub shared: crate::runtime::Shared,
 }
 
 #[async_trait]
@@ -239,7 +242,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {
-            Box::new(HeaderDeadline::new(stream, self.header_read_timeout))
+            let limit = self.shared.load().config.server.header_read_timeout;
+            Box::new(HeaderDeadline::new(stream, limit))
         };
         self.inner.process_new(stream, shutdown).await
     }
