@@ -90,8 +90,10 @@ pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
         use std::io::Write;
         let _ = write!(out, "{}", canonical(peer));
     }
-    // Made of valid header values, ", " and an address: always a valid value.
-    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    // Made of valid header values, ", " and an address: always a valid value (taken
+    // without a copy).
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 /// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.

@@ -132,9 +132,8 @@ impl Shard {
     /// stay amortised O(1) per insert. Past the bound, forget the buckets at least half
     /// refilled, then arbitrary ones down to 7/8 of the bound (amortised too).
     fn make_room(&mut self, now: u64, burst: u64, max: usize, rehash: impl Fn(&Entry) -> u64) {
-        let t = &mut self.table;
-        let len = t.len();
-        if len < t.capacity() && len < max {
+        let len = self.table.len();
+        if len < self.table.capacity() && len < max {
             return;
         }
         #[cfg(test)]

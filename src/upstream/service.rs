@@ -123,7 +123,10 @@ fn show(hosts: &[(SocketAddr, u32)]) -> String {
 /// The probe: `GET path` on the host; any 2xx within `timeout` passes.
 fn checker(b: &Backend, hc: &HealthCheckConfig) -> Option<HttpHealthCheck> {
     // Host: the backend's `host_header`, else its name.
-    let host = (b.cfg.host_header.as_ref())
+    let host = b
+        .cfg
+        .host_header
+        .as_ref()
         .and_then(|h| h.to_str().ok())
         .unwrap_or(b.name.as_str());
     let mut check = HttpHealthCheck::new(host, false);

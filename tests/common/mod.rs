@@ -413,7 +413,6 @@ impl Conn {
         read_response(&mut self.reader, false)
     }
 
-    /// True when the peer closed the connection (EOF) before `timeout`.
     /// Whether the peer closed (EOF or reset) within `timeout`; a read that times out, or
     /// bytes that arrive, mean the connection is still open.
     pub fn is_closed(&mut self, timeout: Duration) -> bool {
