@@ -197,8 +197,12 @@ fn random_balance_reaches_every_host() {
 #[test]
 fn connect_failure_is_retried_on_another_host() {
     let live = MockUpstream::start(Behaviour::Echo);
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let g = Gatehouse::start(&simple_config(&[dead, live.addr], "    retries: 1", ""));
+    let dead = dead_addr();
+    let g = Gatehouse::start(&simple_config(
+        &[dead.addr, live.addr],
+        "    retries: 1",
+        "",
+    ));
     for _ in 0..6 {
         assert_eq!(get(g.addr, "/x", &[]).status, 200);
     }
@@ -207,8 +211,8 @@ fn connect_failure_is_retried_on_another_host() {
 
 #[test]
 fn refused_connection_without_retries_is_502() {
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let g = Gatehouse::start(&simple_config(&[dead], "    retries: 0", ""));
+    let dead = dead_addr();
+    let g = Gatehouse::start(&simple_config(&[dead.addr], "    retries: 0", ""));
     let r = get(g.addr, "/x", &[]);
     assert_eq!(r.status, 502);
     assert!(r.text().contains("bad_gateway"), "{}", r.text());
@@ -226,12 +230,12 @@ fn upstream_closing_without_answer_is_502() {
 /// (`Connection: close`) rather than promise a keep-alive that resets the next request.
 #[test]
 fn upstream_failures_announce_that_the_connection_closes() {
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead = dead_addr();
     let slow = MockUpstream::start(Behaviour::Slow(Duration::from_secs(3)));
     let g = Gatehouse::start(&format!(
         r#"{SERVER}backends:
   dead:
-    discovery: {{ static: ["{dead}"] }}
+    discovery: {{ static: ["{}"] }}
     retries: 0
   slow:
     discovery: {{ static: ["{}"] }}
@@ -239,7 +243,7 @@ endpoints:
   - {{ path: /dead, backend: dead }}
   - {{ path: /slow, backend: slow, timeout: 300ms }}
 "#,
-        slow.addr
+        dead.addr, slow.addr
     ));
     for (path, status) in [("/dead", 502), ("/slow", 504)] {
         let mut c = Conn::open(g.addr).unwrap();
@@ -404,10 +408,8 @@ fn raising_retries_on_reload_takes_effect() {
     // Two dead hosts and a live one: whatever the round-robin order, some request meets both
     // dead hosts before the live one, so it needs 2 retries (3 attempts) to succeed.
     let live = MockUpstream::start(Behaviour::Echo);
-    let dead: Vec<SocketAddr> = (0..2)
-        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
-        .collect();
-    let hosts = [dead[0], dead[1], live.addr];
+    let dead = [dead_addr(), dead_addr()];
+    let hosts = [dead[0].addr, dead[1].addr, live.addr];
     let g = Gatehouse::start(&simple_config(&hosts, "    retries: 1", ""));
     assert!(g.reload(&simple_config(&hosts, "    retries: 2", "")));
     for i in 0..6 {

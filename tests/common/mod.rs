@@ -57,6 +57,25 @@ pub fn bin() -> &'static std::path::Path {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
+/// An address where connecting is refused and that nothing else can take while the guard
+/// lives: a socket bound to it but never listening. (A port from `free_port` is released at
+/// once, and a gatehouse or mock started by a parallel test may bind it.)
+pub struct DeadAddr {
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+pub fn dead_addr() -> DeadAddr {
+    let bound = tokio::net::TcpSocket::new_v4().expect("socket");
+    bound
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind an ephemeral port");
+    DeadAddr {
+        addr: bound.local_addr().expect("local address"),
+        _bound: bound,
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
