@@ -29,17 +29,8 @@ for bin in "$@"; do
   i=$((i + 1))
   for kind in pass full; do
     name="b$i-$kind"; port=$(free_port); PORT[$name]=$port; TARGETS+=("$name")
-    python3 benches/full_chain.py "$WORK/$name.yaml" "$port" "$UP" "$WORK" \
-      "$PWD/geoip-fixtures/cities.mmdb" 0
-    if [ $kind = pass ]; then   # the same server and backend, no filters, no limit, no breaker
-      python3 - "$WORK/$name.yaml" <<'PY'
-import re, sys
-p = sys.argv[1]; s = open(p).read()
-s = re.sub(r"(?ms)^(geoip|security|rate_limit):.*?(?=^\S)", "", s)
-s = re.sub(r"(?m)^    circuit_breaker:.*\n", "", s)
-open(p, "w").write(s)
-PY
-    fi
+    python3 benches/full_chain.py $([ $kind = pass ] && echo --passthrough) \
+      "$WORK/$name.yaml" "$port" "$UP" "$PWD/geoip-fixtures/cities.mmdb"
     RUST_LOG=warn "$bin" -c "$WORK/$name.yaml" 2>"$WORK/$name.err" &
     echo $! > "$WORK/$name.proc.pid"
   done

@@ -49,7 +49,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-
 cat > "$WORK/proxy.conf" <<NGINX
 worker_processes 1;
 pid $WORK/proxy.pid;
@@ -106,7 +105,7 @@ endpoints:
 YAML
 
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
-python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$WORK" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
+python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
 
 start_upstream "$WORK" "$UP"
 nginx -c "$WORK/proxy.conf"
@@ -157,11 +156,11 @@ proxy_pids() { # $1 = name
 
 printf "%-16s %10s %9s %9s %12s\n" target rps p50_ms p99_ms cpu_us/req
 declare -A RPS CPU P99
-run() { # name port [scheme [oha args...]]; the process is the name's first word (nginx-h2 -> nginx)
-  # (a name ending in @half is the half-of-peak phase: its process is the name before the @)
+run() { # name port [scheme [oha args...]]; the process is the name up to a - or @
+  # (nginx-h2 -> nginx; gatehouse_full@half, the half-of-peak phase -> gatehouse_full)
   local name=$1 port=$2 scheme=${3:-http} pids before=0 after=0
   shift $(( $# < 3 ? $# : 3 ))
-  pids=$(proxy_pids "$(n=${name%%@*}; echo "${n%%-*}")")
+  pids=$(proxy_pids "${name%%[@-]*}")
   for p in $pids; do before=$((before + $(ticks "$p"))); done
   oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port/bench" > "$WORK/$name.json"
   for p in $pids; do after=$((after + $(ticks "$p"))); done
@@ -195,28 +194,23 @@ if [ "$TLS" = 1 ]; then
   run nginx-h2 "$NGXS" https --http2 -p 8
   run gatehouse-h2 "$GHS" https --http2 -p 8
 fi
-ratio() { # label gatehouse-name nginx-name
+ratio() { # label target reference
   python3 - "$1" "${RPS[$2]}" "${RPS[$3]}" "${CPU[$2]}" "${CPU[$3]}" <<'PY'
 import sys
 label = sys.argv[1]
 g, n, gc, nc = map(float, sys.argv[2:])
-print(f"gatehouse/nginx {label}: throughput x{g/n:.2f}, cpu per request x{gc/nc:.2f}")
+print(f"{label:26} throughput x{g/n:.2f}, cpu per request x{gc/nc:.2f}")
 PY
 }
 echo
-ratio "http  " gatehouse nginx
-ratio "full  " gatehouse_full nginx
-ratio "rules " gatehouse_full nginx_rules
-[ "$HAPROXY" = 1 ] && python3 -c "import sys; print(f'gatehouse/haproxy http: throughput x{float(sys.argv[1])/float(sys.argv[2]):.2f}, cpu per request x{float(sys.argv[3])/float(sys.argv[4]):.2f}')" \
-  "${RPS[gatehouse]}" "${RPS[haproxy]}" "${CPU[gatehouse]}" "${CPU[haproxy]}"
-python3 - "${CPU[gatehouse_full]}" "${CPU[gatehouse]}" <<'PY'
-import sys
-f, p = map(float, sys.argv[1:])
-print(f"full chain / passthrough: cpu per request x{f/p:.2f}")
-PY
+ratio "gatehouse/nginx http" gatehouse nginx
+ratio "gatehouse/nginx full" gatehouse_full nginx
+ratio "gatehouse/nginx rules" gatehouse_full nginx_rules
+[ "$HAPROXY" = 1 ] && ratio "gatehouse/haproxy http" gatehouse haproxy
+ratio "full chain / passthrough" gatehouse_full gatehouse
 if [ "$TLS" = 1 ]; then
-  ratio "https " gatehouse-https nginx-https
-  ratio "h2    " gatehouse-h2 nginx-h2
+  ratio "gatehouse/nginx https" gatehouse-https nginx-https
+  ratio "gatehouse/nginx h2" gatehouse-h2 nginx-h2
 fi
 if [ "$HALF" = 1 ]; then
   RATE=$(python3 -c "print(max(1, int(float('${RPS[gatehouse_full]}') / 2)))")

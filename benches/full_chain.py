@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
 """The full filter chain of SPEC section 7, for benches/compare.sh and benches/ab.sh.
 
-Writes GATEHOUSE_YAML (ip_filter deny with 1,000 random CIDRs outside 127/8, geofence deny KP
+Writes GATEHOUSE_YAML (with --passthrough: the same server and backend and nothing else) (ip_filter deny with 1,000 random CIDRs outside 127/8, geofence deny KP
 with the GeoIP fixture, bot_detector with the 1,500 sample patterns of src/filters/bot.rs, a
-client limit too high to reject, a circuit breaker) and WORKDIR/rules.conf: an nginx with the
+client limit too high to reject, a circuit breaker) and, given NGINX_PORT, rules.conf next to it: an nginx with the
 same rules (geo block, geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req).
 The inputs are generated like benches/filters.rs does; oha's User-Agent matches no pattern
 and 127.0.0.1 is in no list nor in the GeoIP database, so every request passes every filter.
 """
 import os, random, sys
-if len(sys.argv) != 7:
-    sys.exit("usage: full_chain.py GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT WORKDIR MMDB NGINX_PORT")
-out, port, up, work, mmdb, nport = sys.argv[1:]
+args = sys.argv[1:]
+passthrough = args[:1] == ["--passthrough"]
+if passthrough:
+    args = args[1:]
+if len(args) not in (4, 5):
+    sys.exit("usage: full_chain.py [--passthrough] GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT"
+             " MMDB [NGINX_PORT]\n  --passthrough: the same server and backend, no filter,"
+             " limit or breaker\n  NGINX_PORT: also write rules.conf next to GATEHOUSE_YAML")
+out, port, up, mmdb = args[:4]
+nport = args[4] if len(args) == 5 else None
+work = os.path.dirname(os.path.abspath(out))
 name = os.path.splitext(os.path.basename(out))[0]   # pid and upgrade socket names
 rng = random.Random(7)
 cidrs = []
@@ -36,6 +44,15 @@ for i in range(1500):
     pats.append([f"(?i){v}{s}{k}", f"{v}-?{s}{k}/\\d+", f"(?i)^{v}{k}[ _]{s}",
                  f"{v}{s}{k}\\.(com|net|io)", f"(?i){v}{k} {s}/[0-9.]+"][i % 5])
 q = lambda xs: "[" + ", ".join("'" + x + "'" for x in xs) + "]"   # single-quoted YAML: backslashes are literal
+chain = "" if passthrough else f"""geoip:
+  database: {mmdb}
+security:
+  ip_filter: {{ mode: deny, cidrs: {q(cidrs)} }}
+  geofence: {{ deny_countries: [KP], unknown: allow }}
+  bot_detector: {{ patterns: {q(pats)} }}
+rate_limit: {{ client_max_rate: 100000000 }}
+"""
+breaker = "" if passthrough else "    circuit_breaker: { max_errors: 5 }\n"
 open(out, "w").write(f"""version: 1
 server:
   listen: ["127.0.0.1:{port}"]
@@ -43,21 +60,15 @@ server:
   access_log: false
   pid_file: {work}/{name}.pid
   upgrade_sock: {work}/{name}.sock
-geoip:
-  database: {mmdb}
-security:
-  ip_filter: {{ mode: deny, cidrs: {q(cidrs)} }}
-  geofence: {{ deny_countries: [KP], unknown: allow }}
-  bot_detector: {{ patterns: {q(pats)} }}
-rate_limit: {{ client_max_rate: 100000000 }}
-backends:
+{chain}backends:
   app:
     discovery: {{ static: ["127.0.0.1:{up}"] }}
     max_idle_connections: 256
-    circuit_breaker: {{ max_errors: 5 }}
-endpoints:
+{breaker}endpoints:
   - {{ path: "/{{*rest}}", backend: app }}
 """)
+if nport is None or passthrough:
+    sys.exit(0)
 # nginx with the same rules: geo (a radix tree, nginx's fastest CIDR match) for the deny
 # list, geoip2 + map for the geofence, a regex map for the User-Agents, limit_req per client.
 nl = "\n"
