@@ -6,7 +6,7 @@ use gatehouse::filters::bot::{sample_patterns, BotConfig, BotDetector};
 use gatehouse::filters::client_ip::ClientIpResolver;
 use gatehouse::filters::geo::{GeoDb, Geofence, GeofenceConfig};
 use gatehouse::filters::ip::{Cidr, CidrSet, IpFilter, Mode};
-use gatehouse::filters::{Chain, Decision, Subject};
+use gatehouse::filters::{Chain, Subject};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -137,7 +137,7 @@ fn bench(c: &mut Criterion) {
                 let ua = req.get(http::header::USER_AGENT).map(|v| v.as_bytes());
                 let mut s = Subject::new(Some(client), ua, Some(&db));
                 let d = chain.check(&mut s);
-                debug_assert_eq!(d, Decision::Pass);
+                debug_assert!(d.is_ok());
                 black_box(d)
             })
         },

@@ -81,7 +81,7 @@ async fn run(
                 i = i.wrapping_add(1);
                 let mut st = RequestLimits::default();
                 let start = Instant::now();
-                let now = gatehouse::limits::bucket::now_ns(start);
+                let now = gatehouse::clock::now_ns(start);
                 let r = limits
                     .check_request(0, &req, ip(i), None, now, &mut st)
                     .await;

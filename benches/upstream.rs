@@ -2,9 +2,9 @@
 //! Run: `cargo bench --bench upstream`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use gatehouse::clock;
 use gatehouse::config::{BackendConfig, Balance, BreakerConfig, Discovery, HashKey};
-use gatehouse::upstream::backend::{Backend, Gate};
-use gatehouse::upstream::health::clock;
+use gatehouse::upstream::backend::Backend;
 use std::time::{Duration, Instant};
 
 fn backend(balance: Balance, breaker: bool) -> Backend {
@@ -39,17 +39,23 @@ fn backend(balance: Balance, breaker: bool) -> Backend {
 fn bench(c: &mut Criterion) {
     let rr = backend(Balance::RoundRobin, false);
     c.bench_function("select round_robin (4 hosts)", |b| {
-        b.iter(|| rr.select(b"", black_box(&[]), clock::now_ms()))
+        b.iter(|| rr.select(b"", black_box(&[]), clock::now_ms(Instant::now())))
     });
     let ch = backend(Balance::ConsistentHash, false);
     c.bench_function("select consistent_hash (4 hosts)", |b| {
-        b.iter(|| ch.select(black_box(&[10, 1, 2, 3]), &[], clock::now_ms()))
+        b.iter(|| {
+            ch.select(
+                black_box(&[10, 1, 2, 3]),
+                &[],
+                clock::now_ms(Instant::now()),
+            )
+        })
     });
     let br = backend(Balance::RoundRobin, true);
     c.bench_function("gate + breaker success (closed)", |b| {
         b.iter(|| {
             let now = Instant::now();
-            if let Gate::Go(Some(pass)) = br.gate(now, clock::now_ms()) {
+            if let Ok(Some(pass)) = br.gate(now, clock::now_ms(now)) {
                 if let Some(breaker) = &br.breaker {
                     breaker.record(pass, true, now);
                 }

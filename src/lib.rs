@@ -4,13 +4,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod filters;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod reject;
 pub mod reload;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -4,7 +4,7 @@
 //! change (by stable identity: a backend's name), so their state survives a reload.
 
 use crate::config::{Config, ConfigErrors};
-use crate::proxy::route::{Rewrite, Router};
+use crate::routing::{Rewrite, Router};
 use crate::upstream::backend::Backend;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! has no empty, "." or ".." segment, and normalising it again changes nothing.
 #![no_main]
 
-use gatehouse::proxy::route::{normalize, Match, Router};
+use gatehouse::routing::{normalize, Match, Router};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

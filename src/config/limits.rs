@@ -503,7 +503,7 @@ fn rate_limit(
                     "param needs an endpoint path: use it on an endpoint's rate_limit",
                 ),
                 Some(path) => {
-                    if !crate::proxy::route::placeholders(path).contains(&k) {
+                    if !crate::routing::placeholders(path).contains(&k) {
                         e.push(
                             format!("{p}.key"),
                             format!("{{{k}}} is not a placeholder of the path {path:?}"),

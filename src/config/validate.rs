@@ -212,7 +212,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 .collect::<Vec<_>>()
         });
         if let Some(rw) = &ep.rewrite {
-            if let Err(msg) = crate::proxy::route::check_rewrite(&ep.path, rw) {
+            if let Err(msg) = crate::routing::check_rewrite(&ep.path, rw) {
                 e.push(format!("{p}.rewrite"), msg);
             }
         }
@@ -247,7 +247,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             dns,
         };
         // Route conflicts are found by building the router once.
-        crate::proxy::route::Router::build(&cfg.endpoints)?;
+        crate::routing::Router::build(&cfg.endpoints)?;
         Ok(cfg)
     } else {
         Err(ConfigErrors(e.0))

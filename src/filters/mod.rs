@@ -1,7 +1,8 @@
 //! Request filters (SPEC §3 steps 1, 2 and 4): client address, ip_filter, geofence,
 //! bot_detector. `Filters::compile` builds them from the config (reusing the GeoIP database
 //! and the bot detectors, with their verdict caches, when their config did not change);
-//! `Chain::check` decides, cheapest filter first, and returns a `Decision` value.
+//! `Chain::check` decides, cheapest filter first, and returns the `Reject` of the filter that
+//! refused the request.
 
 pub mod bot;
 pub mod client_ip;
@@ -10,26 +11,13 @@ pub mod ip;
 
 use crate::config::security::SecurityConfig;
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::reject::{Reason, Reject};
 use bot::BotDetector;
 use client_ip::ClientIpResolver;
 use geo::{FileStamp, Geo, GeoDb, Geofence};
 use ip::{CidrSet, IpFilter};
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// Which filter rejected a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejected {
-    IpFilter,
-    Geofence,
-    BotDetector,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Pass,
-    Reject(Rejected),
-}
 
 /// The facts about one request the filters look at. The GeoIP lookup is made at most once,
 /// when a geofence first needs it.
@@ -80,7 +68,7 @@ impl Chain {
 
     /// ip_filter, then geofence, then bot_detector (cheapest first).
     #[inline]
-    pub fn check(&self, s: &mut Subject<'_>) -> Decision {
+    pub fn check(&self, s: &mut Subject<'_>) -> Result<(), Reject> {
         if let Some(f) = &self.ip_filter {
             // No address (not a TCP peer): an allow list cannot admit it, a deny list passes it.
             let ok = match s.ip {
@@ -88,21 +76,21 @@ impl Chain {
                 None => f.mode == ip::Mode::Deny,
             };
             if !ok {
-                return Decision::Reject(Rejected::IpFilter);
+                return Err(Reject::new(Reason::IpFilter));
             }
         }
         if let Some(g) = &self.geofence {
             let geo = s.geo();
             if !g.allows(geo.as_ref()) {
-                return Decision::Reject(Rejected::Geofence);
+                return Err(Reject::new(Reason::Geofence));
             }
         }
         if let Some(b) = &self.bot_detector {
             if b.is_bot(s.user_agent) {
-                return Decision::Reject(Rejected::BotDetector);
+                return Err(Reject::new(Reason::BotDetector));
             }
         }
-        Decision::Pass
+        Ok(())
     }
 }
 
@@ -275,6 +263,10 @@ pub fn geo_headers(
 mod tests {
     use super::*;
 
+    fn rejected(reason: Reason) -> Result<(), Reject> {
+        Err(Reject::new(reason))
+    }
+
     fn cfg(db: &std::path::Path, patterns: &str) -> Config {
         crate::config::parse(&format!(
             r#"
@@ -366,20 +358,11 @@ endpoints:
             chain.check(&mut s)
         };
         // The cheapest filter that rejects is the one named.
-        assert_eq!(
-            check("175.45.176.1", "bot"),
-            Decision::Reject(Rejected::IpFilter)
-        );
-        assert_eq!(
-            check("175.45.177.1", "bot"),
-            Decision::Reject(Rejected::Geofence)
-        );
-        assert_eq!(
-            check("81.2.69.142", "bot"),
-            Decision::Reject(Rejected::BotDetector)
-        );
-        assert_eq!(check("81.2.69.142", "human"), Decision::Pass);
-        assert_eq!(check("10.0.0.1", "human"), Decision::Pass);
+        assert_eq!(check("175.45.176.1", "bot"), rejected(Reason::IpFilter));
+        assert_eq!(check("175.45.177.1", "bot"), rejected(Reason::Geofence));
+        assert_eq!(check("81.2.69.142", "bot"), rejected(Reason::BotDetector));
+        assert_eq!(check("81.2.69.142", "human"), Ok(()));
+        assert_eq!(check("10.0.0.1", "human"), Ok(()));
 
         // One lookup per request: the service-wide check stores the location in the subject,
         // and the endpoint's check reuses it (with the database gone, it would be unknown).
@@ -392,17 +375,17 @@ endpoints:
             ..Default::default()
         };
         let mut s = Subject::new(Some("81.2.69.142".parse().unwrap()), None, Some(&db));
-        assert_eq!(chain.check(&mut s), Decision::Pass);
+        assert_eq!(chain.check(&mut s), Ok(()));
         assert_eq!(s.geo.flatten().and_then(|g| g.country), Some("GB"));
         s.db = None;
         assert_eq!(s.geo().and_then(|g| g.country), Some("GB"));
         let mut s = Subject::new(Some("175.45.177.1".parse().unwrap()), None, Some(&db));
-        assert_eq!(chain.check(&mut s), Decision::Reject(Rejected::Geofence));
+        assert_eq!(chain.check(&mut s), rejected(Reason::Geofence));
         s.db = None;
-        assert_eq!(kp.check(&mut s), Decision::Reject(Rejected::Geofence));
+        assert_eq!(kp.check(&mut s), rejected(Reason::Geofence));
         // A chain without a geofence makes no lookup.
         let mut s = Subject::new(Some("81.2.69.142".parse().unwrap()), None, Some(&db));
-        assert_eq!(Chain::default().check(&mut s), Decision::Pass);
+        assert_eq!(Chain::default().check(&mut s), Ok(()));
         assert!(s.geo.is_none());
     }
 }

@@ -6,15 +6,15 @@
 //! `B = capacity * T`, a request at `now` is admitted iff `max(tat, now) + T - now <= B`, and
 //! then `tat = max(tat, now) + T`. A rejected request changes nothing.
 //!
-//! Time is injected: every call takes `now` in nanoseconds since an arbitrary epoch (see
-//! [`now_ns`]), so tests are exact and instant. `tat == 0` (or any `tat <= now`) is a full
+//! Time is injected: every call takes `now` in nanoseconds since an arbitrary epoch (the
+//! proxy passes `clock::now_ns`), so tests are exact and instant. `tat == 0` (or any `tat <= now`) is a full
 //! bucket, which is why an absent client is the same as a full one and eviction is exact.
 //!
 //! `T` is `every / max_rate` truncated to the nanosecond (validation keeps it >= 1 ns), so a
 //! rate is exact to within one nanosecond per token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The parameters of a bucket, compiled from `max_rate`, `capacity`, `every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,15 +164,6 @@ impl Bucket {
             }
         }
     }
-}
-
-static EPOCH: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
-
-/// Monotonic nanoseconds since the process's limiter epoch, for an `Instant` already taken
-/// (saves a clock read per request: the proxy passes the request's start time).
-#[inline]
-pub fn now_ns(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::config::limits::{
     TierMatch,
 };
 use crate::config::Config;
-use crate::proxy::respond::Reason;
+use crate::reject::{Reason, Reject};
 use bucket::{ceil_secs, Bucket, Gcra, Outcome};
 use local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use pingora::http::RequestHeader;
@@ -71,21 +71,10 @@ impl Store {
     }
 }
 
-/// A rejection by a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: Reason,
-    /// Seconds, rounded up, at least 1.
-    pub retry_after: u64,
-}
-
-impl Rejection {
-    fn new(reason: Reason, wait_ns: u64) -> Rejection {
-        Rejection {
-            reason,
-            retry_after: ceil_secs(wait_ns).max(1),
-        }
-    }
+/// The rejection of a limit whose bucket says to wait `wait_ns`: `Retry-After` in seconds,
+/// rounded up, at least 1.
+fn limited(reason: Reason, wait_ns: u64) -> Reject {
+    Reject::new(reason).retry_after(ceil_secs(wait_ns).max(1))
 }
 
 /// One client bucket set: its parameters and its store.
@@ -107,11 +96,8 @@ impl ClientSet {
 }
 
 /// The rejection of a limit whose Redis store failed with `on_store_failure: deny`.
-fn store_unavailable() -> Rejection {
-    Rejection {
-        reason: Reason::RateLimitStoreUnavailable,
-        retry_after: 1,
-    }
+fn store_unavailable() -> Reject {
+    Reject::new(Reason::RateLimitStoreUnavailable).retry_after(1)
 }
 
 fn gcra(r: &Rate) -> Gcra {
@@ -242,7 +228,7 @@ impl RouteLimiter {
         param: Option<Key>,
         now: u64,
         state: &mut RequestLimits,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Reject> {
         match &self.redis {
             None => self.check_local(req, ip, param, now, state),
             // boxed: the Redis call's large future stays out of the local path's state
@@ -259,7 +245,7 @@ impl RouteLimiter {
         param: Option<Key>,
         now: u64,
         state: &mut RequestLimits,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Reject> {
         let (client_name, shared_name, shared_reason) = self.names();
         if let Some(set) = self.client_set(req) {
             let key = self.client_key(req, ip, param);
@@ -269,7 +255,7 @@ impl RouteLimiter {
                 state.report(client_name, &set.gcra, &o);
             }
             if !o.allowed {
-                return Err(Rejection::new(Reason::ClientRateLimit, o.wait));
+                return Err(limited(Reason::ClientRateLimit, o.wait));
             }
         }
         if let Some((g, b)) = &self.shared {
@@ -278,7 +264,7 @@ impl RouteLimiter {
                 state.report(shared_name, g, &o);
             }
             if !o.allowed {
-                return Err(Rejection::new(shared_reason, o.wait));
+                return Err(limited(shared_reason, o.wait));
             }
         }
         Ok(())
@@ -293,7 +279,7 @@ impl RouteLimiter {
         param: Option<Key>,
         now: u64,
         state: &mut RequestLimits,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Reject> {
         check_redis_blocks(redis, &[(self, param)], req, ip, now, state).await
     }
 }
@@ -310,7 +296,7 @@ async fn check_redis_blocks(
     ip: Option<IpAddr>,
     now: u64,
     state: &mut RequestLimits,
-) -> Result<(), Rejection> {
+) -> Result<(), Reject> {
     // (key, gcra, block index, is_client), at most a client and a shared bucket per block
     let mut keys: [String; 2] = Default::default();
     let mut meta: [(usize, bool); 4] = [(0, false); 4];
@@ -367,7 +353,7 @@ async fn check_redis_blocks(
             } else {
                 shared_reason
             };
-            return Err(Rejection::new(reason, o.wait));
+            return Err(limited(reason, o.wait));
         }
     }
     Ok(())
@@ -423,13 +409,13 @@ impl BackendLimiter {
 
     /// `max_concurrent`, then the backend bucket (SPEC §3 step 6). On success the in-flight
     /// slot (if bounded) is returned, to keep until the request ends.
-    pub async fn check(self: &Arc<Self>, now: u64) -> Result<Option<InflightGuard>, Rejection> {
+    pub async fn check(self: &Arc<Self>, now: u64) -> Result<Option<InflightGuard>, Reject> {
         let guard = match self.cfg.max_concurrent {
             Some(max) => {
                 let before = self.inflight.fetch_add(1, Ordering::AcqRel);
                 let guard = InflightGuard(self.clone());
                 if before >= max {
-                    return Err(Rejection::new(Reason::BackendMaxConcurrent, 0));
+                    return Err(limited(Reason::BackendMaxConcurrent, 0));
                 }
                 Some(guard)
             }
@@ -448,7 +434,7 @@ impl BackendLimiter {
                 },
             };
             if !o.allowed {
-                return Err(Rejection::new(Reason::BackendRateLimit, o.wait));
+                return Err(limited(Reason::BackendRateLimit, o.wait));
             }
         }
         Ok(guard)
@@ -606,7 +592,7 @@ impl Limits {
         param: Option<Key>,
         now: u64,
         state: &mut RequestLimits,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Reject> {
         let service = self.service.as_deref();
         let endpoint = self.endpoints.get(endpoint).and_then(|e| e.as_deref());
         // --- both blocks on the same Redis: one round trip for the whole decision ---
@@ -633,7 +619,7 @@ impl Limits {
         endpoint: usize,
         now: u64,
         state: &mut RequestLimits,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Reject> {
         if state.backend_checked {
             return Ok(());
         }
@@ -871,8 +857,8 @@ endpoints:
         // second request on the endpoint (1/min): rejected, Retry-After 60 s, no header for it
         let mut st = RequestLimits::default();
         let rej = block_on(l.check_request(0, &req(&[]), None, None, 0, &mut st)).unwrap_err();
-        assert_eq!(rej, Rejection::new(Reason::EndpointRateLimit, 60 * S));
-        assert_eq!(rej.retry_after, 60);
+        assert_eq!(rej, limited(Reason::EndpointRateLimit, 60 * S));
+        assert_eq!(rej.retry_after, Some(60));
     }
 
     #[test]
@@ -905,7 +891,7 @@ endpoints:
         let mut st = RequestLimits::default();
         let rej = block_on(l.check_backend(0, 0, &mut st)).unwrap_err();
         assert_eq!(rej.reason, Reason::BackendRateLimit);
-        assert_eq!(rej.retry_after, 1800);
+        assert_eq!(rej.retry_after, Some(1800));
         assert_eq!(b.in_flight(), 0);
     }
 
@@ -1002,7 +988,7 @@ endpoints:
         // service: local fallback admits once; endpoint: deny
         let rej = block_on(l.check_request(0, &r, None, None, 0, &mut st)).unwrap_err();
         assert_eq!(rej.reason, Reason::RateLimitStoreUnavailable);
-        assert_eq!(rej.retry_after, 1);
+        assert_eq!(rej.retry_after, Some(1));
         let rej = block_on(l.check_request(1, &r, None, None, 0, &mut st)).unwrap_err();
         assert_eq!(
             rej.reason,
@@ -1024,7 +1010,7 @@ endpoints:
                 ),
             );
             let l = Limits::compile(&cfg, None);
-            let got: Vec<Result<(), Rejection>> = (0..3)
+            let got: Vec<Result<(), Reject>> = (0..3)
                 .map(|_| {
                     let mut st = RequestLimits::default();
                     block_on(l.check_backend(0, 0, &mut st))
@@ -1034,16 +1020,16 @@ endpoints:
             got
         };
         assert_eq!(decide("allow"), [Ok(()), Ok(()), Ok(())]);
-        assert_eq!(decide("deny"), [Err(store_unavailable()); 3]);
+        assert_eq!(decide("deny"), vec![Err(store_unavailable()); 3]);
         let local = decide("local");
         assert_eq!(
             local[..2],
-            [
-                Ok(()),
-                Err(Rejection::new(Reason::BackendRateLimit, 3600 * S))
-            ]
+            [Ok(()), Err(limited(Reason::BackendRateLimit, 3600 * S))]
         );
-        assert_eq!(local[2].unwrap_err().reason, Reason::BackendRateLimit);
+        assert_eq!(
+            local[2].clone().unwrap_err().reason,
+            Reason::BackendRateLimit
+        );
     }
 
     #[test]

@@ -1,124 +1,19 @@
-//! Responses made by gatehouse itself: RFC 9457 problem+json bodies, written so that the
-//! client connection stays alive (unlike Pingora's `respond_error`, which closes it).
+//! Responses made by gatehouse itself: a `Reject` becomes an RFC 9457 problem+json answer,
+//! written so that the client connection stays alive (unlike Pingora's `respond_error`,
+//! which closes it); `answer` is the one place that happens. `failure` maps the error of a
+//! failed proxying attempt to what the client is told.
 
+use crate::proxy::ctx::Ctx;
+use crate::reject::{Reason, Reject};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-
-/// Why gatehouse answered by itself. The `type` of the problem body is stable per reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    NoHealthyHost,
-    CircuitOpen,
-    BadGateway,
-    UpstreamTimeout,
-    EndpointTimeout,
-    Internal,
-    IpFilter,
-    Geofence,
-    BotDetector,
-    BodyTooLarge,
-    RedirectHttps,
-    // --- rate limits (src/limits) ---
-    ClientRateLimit,
-    ServiceRateLimit,
-    EndpointRateLimit,
-    BackendRateLimit,
-    BackendMaxConcurrent,
-    /// The shared rate-limit store (Redis) failed and the limit says `on_store_failure: deny`.
-    RateLimitStoreUnavailable,
-}
-
-impl Reason {
-    /// Stable identifier: the metric label and the tail of the problem `type`.
-    pub fn id(self) -> &'static str {
-        match self {
-            Reason::BadRequest => "bad_request",
-            Reason::NotFound => "not_found",
-            Reason::MethodNotAllowed => "method_not_allowed",
-            Reason::NoHealthyHost => "no_healthy_host",
-            Reason::CircuitOpen => "circuit_open",
-            Reason::BadGateway => "bad_gateway",
-            Reason::UpstreamTimeout => "upstream_timeout",
-            Reason::EndpointTimeout => "endpoint_timeout",
-            Reason::Internal => "internal",
-            Reason::IpFilter => "ip_filter",
-            Reason::Geofence => "geofence",
-            Reason::BotDetector => "bot_detector",
-            Reason::BodyTooLarge => "body_too_large",
-            Reason::RedirectHttps => "redirect_https",
-            Reason::ClientRateLimit => "client_rate_limit",
-            Reason::ServiceRateLimit => "service_rate_limit",
-            Reason::EndpointRateLimit => "endpoint_rate_limit",
-            Reason::BackendRateLimit => "backend_rate_limit",
-            Reason::BackendMaxConcurrent => "backend_max_concurrent",
-            Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
-        }
-    }
-
-    pub fn status(self) -> u16 {
-        match self {
-            Reason::BadRequest => 400,
-            Reason::NotFound => 404,
-            Reason::MethodNotAllowed => 405,
-            Reason::NoHealthyHost | Reason::CircuitOpen => 503,
-            Reason::BadGateway => 502,
-            Reason::UpstreamTimeout | Reason::EndpointTimeout => 504,
-            Reason::Internal => 500,
-            Reason::IpFilter | Reason::Geofence | Reason::BotDetector => 403,
-            Reason::BodyTooLarge => 413,
-            Reason::RedirectHttps => 308,
-            Reason::ClientRateLimit => 429,
-            Reason::ServiceRateLimit
-            | Reason::EndpointRateLimit
-            | Reason::BackendRateLimit
-            | Reason::BackendMaxConcurrent
-            | Reason::RateLimitStoreUnavailable => 503,
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Reason::BadRequest => "Bad request",
-            Reason::NotFound => "No route matches this path",
-            Reason::MethodNotAllowed => "Method not allowed on this route",
-            Reason::NoHealthyHost => "No upstream host available",
-            Reason::CircuitOpen => "The backend's circuit breaker is open",
-            Reason::BadGateway => "Upstream refused or reset the connection",
-            Reason::UpstreamTimeout => "Upstream did not answer in time",
-            Reason::EndpointTimeout => "The endpoint's time budget is spent",
-            Reason::Internal => "Internal error",
-            Reason::IpFilter => "Client address not allowed",
-            Reason::Geofence => "Client location not allowed",
-            Reason::BotDetector => "Automated client not allowed",
-            Reason::BodyTooLarge => "Request body too large",
-            Reason::RedirectHttps => "Use HTTPS",
-            Reason::ClientRateLimit => "Too many requests from this client",
-            Reason::ServiceRateLimit => "The service's request rate limit is reached",
-            Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
-            Reason::BackendRateLimit => "The backend's request rate limit is reached",
-            Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
-            Reason::RateLimitStoreUnavailable => "The rate-limit store is unavailable",
-        }
-    }
-}
-
-/// A rejection to send: the reason, plus optional headers.
-#[derive(Debug, Clone, Default)]
-pub struct Extra<'a> {
-    pub allow: Option<&'a str>,
-    pub retry_after: Option<u64>,
-    pub detail: Option<&'a str>,
-    /// `Location` of a redirect.
-    pub location: Option<&'a str>,
-    /// `RateLimit-Policy` and `RateLimit` values (src/limits).
-    pub ratelimit: Option<(&'a str, &'a str)>,
-}
+use pingora::{Error, ErrorSource, ErrorType};
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
+
+/// `RateLimit-Policy` and `RateLimit` values of the limits that applied to the request.
+pub type RateLimitHeaders<'a> = Option<(&'a str, &'a str)>;
 
 /// Renders the problem+json body.
 pub fn body(reason: Reason, detail: Option<&str>) -> String {
@@ -129,7 +24,7 @@ pub fn body(reason: Reason, detail: Option<&str>) -> String {
     s.push_str("\",\"title\":\"");
     s.push_str(reason.title());
     s.push_str("\",\"status\":");
-    s.push_str(itoa(reason.status() as u64).as_str());
+    s.push_str(&reason.status().to_string());
     if let Some(d) = detail {
         s.push_str(",\"detail\":\"");
         escape_json_into(d, &mut s);
@@ -137,10 +32,6 @@ pub fn body(reason: Reason, detail: Option<&str>) -> String {
     }
     s.push('}');
     s
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 fn escape_json_into(s: &str, out: &mut String) {
@@ -158,30 +49,39 @@ fn escape_json_into(s: &str, out: &mut String) {
 }
 
 /// Builds the response header of a problem.
-pub fn header(reason: Reason, len: usize, extra: &Extra<'_>) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(reason.status(), Some(6))?;
+pub fn header(
+    r: &Reject,
+    len: usize,
+    ratelimit: RateLimitHeaders<'_>,
+) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(r.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
-    if let Some(a) = extra.allow {
-        h.insert_header("allow", a)?;
+    if let Some(a) = &r.allow {
+        h.insert_header("allow", a.as_str())?;
     }
-    if let Some(l) = extra.location {
-        h.insert_header("location", l)?;
+    if let Some(l) = &r.location {
+        h.insert_header("location", l.as_str())?;
     }
-    if let Some(r) = extra.retry_after {
-        h.insert_header("retry-after", r.to_string())?;
+    if let Some(s) = r.retry_after {
+        h.insert_header("retry-after", s.to_string())?;
     }
-    if let Some((policy, state)) = extra.ratelimit {
+    if let Some((policy, state)) = ratelimit {
         h.insert_header("ratelimit-policy", policy)?;
         h.insert_header("ratelimit", state)?;
     }
     Ok(h)
 }
 
-/// Sends a problem response and keeps the connection reusable.
-pub async fn send(session: &mut Session, reason: Reason, extra: &Extra<'_>) -> pingora::Result<()> {
-    let b = body(reason, extra.detail);
-    let h = header(reason, b.len(), extra)?;
+/// Sends a problem response and keeps the connection reusable. A HEAD request gets the
+/// header alone.
+pub async fn send(
+    session: &mut Session,
+    r: &Reject,
+    ratelimit: RateLimitHeaders<'_>,
+) -> pingora::Result<()> {
+    let b = body(r.reason, r.detail.as_deref());
+    let h = header(r, b.len(), ratelimit)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)
@@ -194,6 +94,74 @@ pub async fn send(session: &mut Session, reason: Reason, extra: &Extra<'_>) -> p
     Ok(())
 }
 
+/// Answers the request with `r`: the one place a rejection becomes a response. It records
+/// the reason for the access log and the metrics, and adds the RateLimit headers of the
+/// limits that applied. A request refused for its declared body size is not read: the
+/// connection closes after the answer instead of draining the body.
+pub async fn answer(session: &mut Session, ctx: &mut Ctx, r: Reject) -> pingora::Result<()> {
+    ctx.reason = Some(r.reason);
+    if r.reason == Reason::BodyTooLarge {
+        session.set_keepalive(None);
+    }
+    let headers = ctx.limits.headers();
+    let ratelimit = headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
+    send(session, &r, ratelimit).await
+}
+
+/// A Pingora error that carries a rejection, for the hooks that can only fail: the answer is
+/// made by `fail_to_proxy`, which finds the rejection again with `failure`.
+pub fn error(r: Reject) -> Box<Error> {
+    let status = r.status();
+    Error::because(ErrorType::HTTPStatus(status), "rejected", r)
+}
+
+/// What a failed proxying attempt means for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Answer with this problem (if no response is under way yet).
+    Answer(Reject),
+    /// The client's side failed. A malformed request (`bad_request`) is answered with 400;
+    /// a connection that failed while being read or written gets nothing.
+    Client { bad_request: bool },
+}
+
+/// Maps the error that ended proxying to what the client is told. `budget_spent`: the
+/// endpoint's time budget ran out, which turns an upstream timeout into `endpoint_timeout`.
+pub fn failure(e: &Error, budget_spent: bool) -> Failure {
+    if let Some(r) = e.root_cause().downcast_ref::<Reject>() {
+        return Failure::Answer(r.clone());
+    }
+    let reason = match e.etype() {
+        ErrorType::HTTPStatus(code) => match code {
+            400 => Reason::BadRequest,
+            503 => Reason::NoHealthyHost,
+            504 => Reason::EndpointTimeout,
+            _ => Reason::Internal,
+        },
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if *e.esource() != ErrorSource::Downstream =>
+        {
+            if budget_spent {
+                Reason::EndpointTimeout
+            } else {
+                Reason::UpstreamTimeout
+            }
+        }
+        etype => match e.esource() {
+            ErrorSource::Upstream => Reason::BadGateway,
+            ErrorSource::Downstream => {
+                let gone = matches!(
+                    etype,
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                );
+                return Failure::Client { bad_request: !gone };
+            }
+            _ => Reason::Internal,
+        },
+    };
+    Failure::Answer(Reject::new(reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +172,101 @@ mod tests {
         assert_eq!(
             b,
             "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\"}"
+        );
+    }
+
+    #[test]
+    fn header_carries_the_rejection() {
+        let r = Reject::new(Reason::MethodNotAllowed).allow("GET, HEAD");
+        let h = header(&r, 10, Some(("p", "s"))).unwrap();
+        assert_eq!(h.status.as_u16(), 405);
+        assert_eq!(h.headers["allow"], "GET, HEAD");
+        assert_eq!(h.headers["content-length"], "10");
+        assert_eq!(h.headers["ratelimit-policy"], "p");
+        assert!(h.headers.get("retry-after").is_none());
+        let r = Reject::new(Reason::RedirectHttps).location("https://a/");
+        let h = header(&r, 0, None).unwrap();
+        assert_eq!(h.status.as_u16(), 308);
+        assert_eq!(h.headers["location"], "https://a/");
+    }
+
+    fn answer(e: &Error, spent: bool) -> Reject {
+        match failure(e, spent) {
+            Failure::Answer(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn reason(etype: ErrorType, source: ErrorSource, spent: bool) -> Reason {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        answer(&e, spent).reason
+    }
+
+    #[test]
+    fn a_carried_rejection_is_answered_as_it_is() {
+        let r = Reject::new(Reason::NoHealthyHost).retry_after(1);
+        assert_eq!(answer(&error(r.clone()), false), r);
+        let body = Reject::new(Reason::BodyTooLarge);
+        let wrapped = error(body.clone()).more_context("while reading the body");
+        assert_eq!(answer(&wrapped, true), body);
+    }
+
+    #[test]
+    fn statuses_map_to_reasons() {
+        let status = |code| reason(ErrorType::HTTPStatus(code), ErrorSource::Unset, false);
+        assert_eq!(status(400), Reason::BadRequest);
+        assert_eq!(status(503), Reason::NoHealthyHost);
+        assert_eq!(status(504), Reason::EndpointTimeout);
+        assert_eq!(status(413), Reason::Internal);
+    }
+
+    #[test]
+    fn upstream_timeouts_depend_on_the_budget() {
+        use ErrorSource::{Unset, Upstream};
+        for t in [
+            ErrorType::ConnectTimedout,
+            ErrorType::ReadTimedout,
+            ErrorType::WriteTimedout,
+        ] {
+            assert_eq!(reason(t.clone(), Upstream, false), Reason::UpstreamTimeout);
+            assert_eq!(reason(t.clone(), Upstream, true), Reason::EndpointTimeout);
+            assert_eq!(reason(t, Unset, false), Reason::UpstreamTimeout);
+        }
+    }
+
+    #[test]
+    fn other_failures_by_source() {
+        let up = || ErrorSource::Upstream;
+        assert_eq!(
+            reason(ErrorType::ConnectRefused, up(), false),
+            Reason::BadGateway
+        );
+        assert_eq!(
+            reason(ErrorType::ConnectionClosed, up(), false),
+            Reason::BadGateway
+        );
+        assert_eq!(
+            reason(ErrorType::InternalError, ErrorSource::Internal, false),
+            Reason::Internal
+        );
+        let client = |etype| {
+            let mut e = Error::new(etype);
+            e.esource = ErrorSource::Downstream;
+            failure(&e, false)
+        };
+        let gone = Failure::Client { bad_request: false };
+        assert_eq!(client(ErrorType::ReadError), gone);
+        assert_eq!(client(ErrorType::WriteError), gone);
+        assert_eq!(client(ErrorType::ConnectionClosed), gone);
+        assert_eq!(
+            client(ErrorType::InvalidHTTPHeader),
+            Failure::Client { bad_request: true }
+        );
+        // a client-side timeout is the client's failure, not the upstream's
+        assert_eq!(
+            client(ErrorType::ReadTimedout),
+            Failure::Client { bad_request: true }
         );
     }
 }

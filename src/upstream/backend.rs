@@ -7,12 +7,13 @@ use super::balance::{Host, HostSet};
 use super::breaker::{Admit, Breaker, Pass};
 use super::health::HostHealth;
 use crate::config::{BackendConfig, Balance, Discovery};
+use crate::reject::{Reason, Reject};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug)]
 pub struct Backend {
@@ -27,17 +28,6 @@ pub struct Backend {
     pub(crate) schedule: Mutex<Schedule>,
     /// Its `gatehouse_upstream_latency_seconds` histogram, looked up once.
     pub latency: prometheus::Histogram,
-}
-
-/// The backend's answer before a request goes upstream.
-#[derive(Debug)]
-pub enum Gate {
-    /// Go ahead (with the breaker's pass, to report the outcome with).
-    Go(Option<Pass>),
-    /// No healthy host.
-    NoHost,
-    /// The circuit breaker is open.
-    Open { retry_after: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -142,16 +132,18 @@ impl Backend {
             .store(Arc::new(HostSet::new(hosts, self.cfg.balance)));
     }
 
-    /// Whether a request may go upstream now: a healthy host exists, then the breaker admits.
-    pub fn gate(&self, now: Instant, now_ms: u64) -> Gate {
+    /// Whether a request may go upstream now: a healthy host exists, then the breaker admits
+    /// (its pass, if it has one, reports the request's outcome).
+    pub fn gate(&self, now: Instant, now_ms: u64) -> Result<Option<Pass>, Reject> {
         if !self.has_untried(&[], now_ms) {
-            return Gate::NoHost;
+            return Err(Reject::new(Reason::NoHealthyHost).retry_after(1));
         }
         match &self.breaker {
-            None => Gate::Go(None),
+            None => Ok(None),
             Some(b) => match b.admit(now) {
-                Admit::Pass(p) => Gate::Go(Some(p)),
-                Admit::Reject { retry_after } => Gate::Open { retry_after },
+                Admit::Pass(p) => Ok(Some(p)),
+                Admit::Reject { retry_after } => Err(Reject::new(Reason::CircuitOpen)
+                    .retry_after(retry_after.as_secs_f64().ceil() as u64)),
             },
         }
     }
@@ -217,6 +209,7 @@ impl Backend {
 mod tests {
     use super::*;
     use crate::config::HashKey;
+    use std::time::Duration;
 
     pub(crate) fn cfg(hosts: &[&str], balance: Balance) -> BackendConfig {
         BackendConfig {

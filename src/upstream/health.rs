@@ -1,5 +1,5 @@
 //! Health of one host address: active HTTP checks with thresholds, and passive ejection after
-//! repeated connect failures. Time is a millisecond count (`clock::now_ms()` in production),
+//! repeated connect failures. Time is a millisecond count (`clock::now_ms` in production),
 //! so tests drive it exactly.
 //!
 //! - Active: `unhealthy_after` consecutive failed checks mark a healthy host unhealthy;
@@ -17,19 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub const EJECT_AFTER: u32 = 3;
 /// How long an ejected host is skipped before it is tried again.
 pub const EJECT_FOR_MS: u64 = 5_000;
-
-pub mod clock {
-    use once_cell::sync::Lazy;
-    use std::time::Instant;
-
-    static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
-
-    /// Milliseconds since the first call in this process (monotonic).
-    pub fn now_ms() -> u64 {
-        // Starts at 1 so that 0 can mean "never" in atomics.
-        EPOCH.elapsed().as_millis() as u64 + 1
-    }
-}
 
 #[derive(Debug)]
 pub struct HostHealth {

@@ -135,9 +135,9 @@ fn checker(b: &Backend, hc: &HealthCheckConfig) -> Option<HttpHealthCheck> {
     req.insert_header("user-agent", "gatehouse-health-check")
         .ok()?;
     check.req = req;
-    // edge: HTTPS backends are probed over TLS, with the same SNI, verification and CA.
+    // HTTPS backends are probed over TLS, with the same SNI, verification and CA.
     if let Some(t) = &b.cfg.tls {
-        crate::proxy::edge::apply_tls(&mut check.peer_template, t);
+        super::peer::apply_tls(&mut check.peer_template, t);
     }
     check.peer_template.options.connection_timeout = Some(hc.timeout);
     check.peer_template.options.read_timeout = Some(hc.timeout);

@@ -1,0 +1,229 @@
+//! Admission: the checks a request passes, in order, before it may go upstream. Each stage
+//! returns `Result<_, Reject>` and the first refusal ends the pipeline:
+//!
+//! edge checks (`redirect_http`, `max_body_size` by Content-Length) -> client address ->
+//! service-wide filters -> route -> the endpoint's filters -> rate limits.
+//!
+//! A streamed body is counted against `max_body_size` later, as it arrives (`count_body`).
+
+use crate::filters::Subject;
+use crate::limits::local::Key;
+use crate::proxy::ctx::Ctx;
+use crate::proxy::respond;
+use crate::reject::{Reason, Reject};
+use crate::routing::{self, Match};
+use crate::runtime::Runtime;
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// The facts of a request that admission starts from.
+pub struct Request<'a> {
+    pub head: &'a RequestHeader,
+    /// The TCP peer's address (`None` for a non-TCP peer).
+    pub peer: Option<IpAddr>,
+    /// Whether the client reached us over TLS.
+    pub tls: bool,
+}
+
+/// Runs the pipeline. What it learns on the way (the client address, the endpoint, its time
+/// budget, the path to send upstream, the limits' header numbers) is kept in `ctx` whether or
+/// not the request is admitted: the access log and the metrics report it.
+pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
+    edge_checks(&rt.config.server, req.tls, req.head)?;
+    let client = req
+        .peer
+        .map(|p| rt.filters.client_ip.resolve(p, &req.head.headers));
+    ctx.client_ip = client;
+    let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref());
+    rt.filters.service.check(&mut subject)?;
+    let route = route(rt, req.head)?;
+    if let Some(chain) = rt.filters.endpoints.get(route.endpoint) {
+        chain.check(&mut subject)?;
+    }
+    ctx.endpoint = Some(route.endpoint);
+    ctx.upstream_uri = route.uri;
+    ctx.deadline = ctx.start + rt.endpoints[route.endpoint].timeout;
+    let now = crate::clock::now_ns(ctx.start);
+    let limits = &mut ctx.limits;
+    rt.limits
+        .check_request(
+            route.endpoint,
+            req.head,
+            client,
+            route.limit_key,
+            now,
+            limits,
+        )
+        .await
+}
+
+fn user_agent(req: &RequestHeader) -> Option<&[u8]> {
+    req.headers
+        .get(http::header::USER_AGENT)
+        .map(|v| v.as_bytes())
+}
+
+/// Where routing sends a request.
+struct Route {
+    endpoint: usize,
+    /// Path and query to send upstream, when normalisation or a rewrite changed them.
+    uri: Option<http::Uri>,
+    /// The client key of a `param` rate-limit strategy, from the matched path.
+    limit_key: Option<Key>,
+}
+
+/// Normalises the path and matches it: 400 for a path that cannot be normalised, 404 when no
+/// route matches, 405 (with `Allow`) when the path is routed for other methods.
+fn route(rt: &Runtime, req: &RequestHeader) -> Result<Route, Reject> {
+    let norm = routing::normalize(req.uri.path())
+        .map_err(|msg| Reject::new(Reason::BadRequest).detail(msg))?;
+    let (endpoint, params) = match rt.router.find(&norm, &req.method) {
+        Match::Found { endpoint, params } => (endpoint, params),
+        Match::MethodNotAllowed { allow } => {
+            return Err(Reject::new(Reason::MethodNotAllowed).allow(allow))
+        }
+        Match::NotFound => return Err(Reject::new(Reason::NotFound)),
+    };
+    let ep = &rt.endpoints[endpoint];
+    let limit_key = rt.limits.param_key(endpoint, &params);
+    let changed = matches!(norm, Cow::Owned(_));
+    let uri = if ep.rewrite.is_some() || changed {
+        let mut s = String::with_capacity(norm.len() + 16);
+        match &ep.rewrite {
+            Some(rw) => rw.render(&params, &mut s),
+            None => s.push_str(&norm),
+        }
+        if let Some(q) = req.uri.query() {
+            s.push('?');
+            s.push_str(q);
+        }
+        let uri = http::Uri::try_from(s).map_err(|_| Reject::new(Reason::BadRequest))?;
+        Some(uri)
+    } else {
+        None
+    };
+    Ok(Route {
+        endpoint,
+        uri,
+        limit_key,
+    })
+}
+
+/// The https URL of a plain request: the host of `Host` (or the request's authority), the
+/// port of the first HTTPS listener (omitted when 443), path and query kept.
+pub fn https_url(host: &str, port: u16, path_and_query: &str) -> String {
+    // Strip a port, keeping an IPv6 literal in brackets whole.
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let mut s = String::with_capacity(name.len() + path_and_query.len() + 16);
+    s.push_str("https://");
+    s.push_str(name);
+    if port != 443 {
+        s.push(':');
+        s.push_str(&port.to_string());
+    }
+    s.push_str(if path_and_query.is_empty() {
+        "/"
+    } else {
+        path_and_query
+    });
+    s
+}
+
+/// The edge checks, on the request head alone: `redirect_http` (308 to the https URL), then
+/// `max_body_size` by Content-Length (413).
+pub fn edge_checks(
+    server: &crate::config::ServerConfig,
+    tls: bool,
+    req: &pingora::http::RequestHeader,
+) -> Result<(), Reject> {
+    if let Some(t) = server.tls.as_ref().filter(|t| t.redirect_http && !tls) {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()));
+        if let Some(host) = host.filter(|h| !h.is_empty()) {
+            let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let url = https_url(host, t.https_port(), pq);
+            return Err(Reject::new(Reason::RedirectHttps).location(url));
+        }
+    }
+    if let Some(limit) = server.max_body_size {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(declared) = declared.filter(|&n| n > limit) {
+            let detail = format!("Content-Length {declared} is above the limit of {limit} bytes");
+            return Err(Reject::new(Reason::BodyTooLarge).detail(detail));
+        }
+    }
+    Ok(())
+}
+
+/// Runs in `request_body_filter`: counts the bytes of a request body and fails with 413 once
+/// they pass `max_body_size`. The tunnel of an upgraded (WebSocket) session is not counted.
+pub fn count_body(session: &Session, body: &Option<Bytes>, ctx: &mut Ctx) -> Result<()> {
+    let Some(limit) = ctx.rt.config.server.max_body_size else {
+        return Ok(());
+    };
+    if session.was_upgraded() {
+        return Ok(());
+    }
+    ctx.body_bytes += body.as_ref().map(|b| b.len() as u64).unwrap_or(0);
+    if ctx.body_bytes > limit {
+        return Err(respond::error(Reject::new(Reason::BodyTooLarge)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::http::RequestHeader;
+
+    fn server(yaml_server: &str) -> crate::config::ServerConfig {
+        let text = format!("version: 1\nserver: {yaml_server}\n");
+        crate::config::parse(&text).unwrap().server
+    }
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn https_urls() {
+        assert_eq!(
+            https_url("example.com:8080", 8443, "/a?b=1"),
+            "https://example.com:8443/a?b=1"
+        );
+        assert_eq!(https_url("example.com", 443, "/"), "https://example.com/");
+        assert_eq!(https_url("[::1]:80", 443, "/x"), "https://[::1]/x");
+        assert_eq!(https_url("[::1]", 8443, "/x"), "https://[::1]:8443/x");
+    }
+
+    #[test]
+    fn body_limit_by_content_length() {
+        let s = server("{ listen: [\"127.0.0.1:1\"], max_body_size: 1KB }");
+        let small = req("/", &[("content-length", "1024")]);
+        assert_eq!(edge_checks(&s, false, &small), Ok(()));
+        let big = req("/", &[("content-length", "1025")]);
+        let too_large = Reject::new(Reason::BodyTooLarge)
+            .detail("Content-Length 1025 is above the limit of 1024 bytes");
+        assert_eq!(edge_checks(&s, true, &big), Err(too_large));
+        let unlimited = server("{ listen: [\"127.0.0.1:1\"] }");
+        assert_eq!(edge_checks(&unlimited, false, &big), Ok(()));
+    }
+}
