@@ -8,7 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dashmap::DashMap;
 use gatehouse::limits::bucket::{Bucket, Gcra};
 use gatehouse::limits::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
-use gatehouse::limits::{policy, Limits, RequestLimits};
+use gatehouse::limits::{policy, RequestLimits};
 use pingora::http::RequestHeader;
 use std::future::Future;
 use std::time::Duration;
@@ -161,7 +161,8 @@ endpoints:
 "#,
     )
     .expect("bench config is valid");
-    let limits = Limits::compile(&cfg, None);
+    let rt = gatehouse::runtime::Runtime::compile(cfg, None).expect("bench config compiles");
+    let endpoint = rt.endpoints[0].limiter.as_deref();
     let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
     req.insert_header("x-api-key", "0123456789abcdef0123456789abcdef")
         .expect("header");
@@ -171,7 +172,8 @@ endpoints:
             now += 1_000;
             let mut st = RequestLimits::default();
             black_box(block_on(
-                limits.check_request(0, &req, ip, None, now, &mut st),
+                rt.limits
+                    .check_request(endpoint, &req, ip, None, now, &mut st),
             ))
             .ok();
             black_box(st.guard.is_some())

@@ -9,7 +9,8 @@
 #[allow(unused_imports)]
 mod common;
 
-use gatehouse::limits::{Limits, RequestLimits};
+use gatehouse::limits::RequestLimits;
+use gatehouse::runtime::Runtime;
 use pingora::http::RequestHeader;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: u32 = 10_000;
 
-fn limits(redis_url: &str, store: &str) -> Limits {
+fn limits(redis_url: &str, store: &str) -> Runtime {
     let cfg = gatehouse::config::parse(&format!(
         r#"
 version: 1
@@ -33,7 +34,7 @@ endpoints:
 "#
     ))
     .expect("bench config is valid");
-    Limits::compile(&cfg, None)
+    Runtime::compile(cfg, None).expect("bench config compiles")
 }
 
 fn ip(i: u32) -> Option<IpAddr> {
@@ -51,7 +52,7 @@ struct Figures {
 /// With `period`, each task makes one decision per period (an open loop at a fixed rate:
 /// latency below saturation); without, as fast as it can (throughput).
 async fn run(
-    limits: Arc<Limits>,
+    limits: Arc<Runtime>,
     tasks: usize,
     dur: Duration,
     period: Option<Duration>,
@@ -82,8 +83,10 @@ async fn run(
                 let mut st = RequestLimits::default();
                 let start = Instant::now();
                 let now = gatehouse::clock::now_ns(start);
+                let endpoint = limits.endpoints[0].limiter.as_deref();
                 let r = limits
-                    .check_request(0, &req, ip(i), None, now, &mut st)
+                    .limits
+                    .check_request(endpoint, &req, ip(i), None, now, &mut st)
                     .await;
                 lat.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
                 if r.is_err() {

@@ -67,8 +67,9 @@ fn main() {
         }
     };
     if check {
-        // What only compiling finds: the GeoIP database, the bot pattern set's size.
-        if let Err(errs) = gatehouse::filters::Filters::compile(&cfg, None) {
+        // What only compiling finds: route conflicts, rewrites, the GeoIP database, the bot
+        // pattern set's size.
+        if let Err(errs) = gatehouse::runtime::Runtime::compile(cfg, None) {
             eprintln!("{}: invalid config:", opts.config_path.display());
             for e in &errs.0 {
                 eprintln!("  {e}");

@@ -1,9 +1,16 @@
-//! The compiled snapshot a request runs against: router, endpoints, backends.
+//! The compiled snapshot a request runs against: the router, one `Endpoint` per configured
+//! endpoint, the backends, and what belongs to no endpoint (client address resolution, the
+//! service-wide filters and limits).
 //!
-//! `compile(config, previous)` reuses the runtime objects of parts whose config did not
-//! change (by stable identity: a backend's name), so their state survives a reload.
+//! `compile(config, previous)` builds each piece in its own module (routing, filters,
+//! limits, upstream) and assembles them here. It reuses the runtime objects of parts whose
+//! config did not change, by stable identity (a backend's name, an endpoint's methods and
+//! path, a bot detector's config), so their state survives a reload.
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::filters::bot::BotDetector;
+use crate::filters::{Chain, Filters};
+use crate::limits::{BackendLimiter, Limits, RouteLimiter};
 use crate::routing::{Rewrite, Router};
 use crate::upstream::backend::Backend;
 use arc_swap::ArcSwap;
@@ -17,22 +24,31 @@ pub type Shared = Arc<ArcSwap<Runtime>>;
 pub struct Runtime {
     pub config: Config,
     pub router: Router,
+    /// In the order of `config.endpoints`: the router's matches index it.
     pub endpoints: Vec<Endpoint>,
     pub backends: BTreeMap<String, Arc<Backend>>,
-    /// Client address resolution and the security chains (service-wide, per endpoint).
-    pub filters: crate::filters::Filters,
-    /// Rate limits and backend bounds (src/limits); unchanged ones keep their buckets.
-    pub limits: crate::limits::Limits,
+    /// Client address resolution, the GeoIP database and the service-wide filters.
+    pub filters: Filters,
+    /// The service-wide rate limit and the backends' limits; unchanged ones keep their buckets.
+    pub limits: Limits,
     /// 1 for the first config, +1 for each successful reload.
     pub generation: u64,
 }
 
+/// Everything a request routed to one endpoint runs through.
 pub struct Endpoint {
     /// The path pattern as written: the `route` label of metrics.
     pub pattern: String,
-    pub backend: Arc<Backend>,
     pub rewrite: Option<Rewrite>,
+    /// The time budget of a request, from its arrival to the upstream's answer.
     pub timeout: Duration,
+    /// The endpoint's own filters, checked after the service-wide ones.
+    pub filters: Chain,
+    /// The endpoint's own rate limit, checked after the service-wide one.
+    pub limiter: Option<Arc<RouteLimiter>>,
+    pub backend: Arc<Backend>,
+    /// The backend's limits, shared by every endpoint of that backend.
+    pub backend_limiter: Option<Arc<BackendLimiter>>,
     /// Its `gatehouse_requests_total` counters, kept at hand (src/metrics.rs).
     pub requests: crate::metrics::RouteCounters,
 }
@@ -40,40 +56,49 @@ pub struct Endpoint {
 impl Runtime {
     pub fn compile(config: Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let router = Router::build(&config.endpoints)?;
-        let mut backends = BTreeMap::new();
-        for (name, cfg) in &config.backends {
-            let prev = previous.and_then(|p| p.backends.get(name));
-            let reused = prev.filter(|b| b.cfg == *cfg).cloned();
-            // A changed backend still inherits host health (and discovered hosts).
-            let b = reused.unwrap_or_else(|| {
-                Arc::new(Backend::new_after(name, cfg.clone(), prev.map(|b| &**b)))
-            });
-            backends.insert(name.clone(), b);
-        }
+        let backends = backends(&config, previous);
+        let old_bots = previous.map(Runtime::bot_detectors).unwrap_or_default();
+        let mut errs = Vec::new();
+        let filters =
+            Filters::compile(&config, previous.map(|p| &p.filters), &old_bots, &mut errs)?;
+        let limits = Limits::compile(&config, previous.map(|p| &p.limits));
+        let old_limiters = crate::limits::by_ident(
+            previous
+                .iter()
+                .flat_map(|p| p.endpoints.iter().filter_map(|e| e.limiter.as_ref())),
+        );
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for (i, ep) in config.endpoints.iter().enumerate() {
-            let backend = backends.get(&ep.backend).cloned().ok_or_else(|| {
-                crate::config::ConfigError::new(
-                    format!("endpoints[{i}].backend"),
-                    format!("unknown backend {:?}", ep.backend),
-                )
-            })?;
-            let rewrite = match &ep.rewrite {
-                Some(t) => Some(Rewrite::parse(t).map_err(|m| {
-                    crate::config::ConfigError::new(format!("endpoints[{i}].rewrite"), m)
-                })?),
-                None => None,
+            let Some(backend) = backends.get(&ep.backend) else {
+                let msg = format!("unknown backend {:?}", ep.backend);
+                errs.push(ConfigError::new(format!("endpoints[{i}].backend"), msg));
+                continue;
             };
+            let rewrite = match &ep.rewrite {
+                None => None,
+                Some(t) => match Rewrite::compile(&ep.path, t) {
+                    Ok(r) => Some(r),
+                    Err(msg) => {
+                        errs.push(ConfigError::new(format!("endpoints[{i}].rewrite"), msg));
+                        continue;
+                    }
+                },
+            };
+            let path = format!("endpoints[{i}].security");
             endpoints.push(Endpoint {
                 requests: crate::metrics::RouteCounters::new(&ep.path),
                 pattern: ep.path.clone(),
-                backend,
                 rewrite,
                 timeout: ep.timeout,
+                filters: filters.chain(&path, &ep.security, &old_bots, &mut errs),
+                limiter: limits.endpoint(ep, &old_limiters),
+                backend: Arc::clone(backend),
+                backend_limiter: limits.backends.get(&ep.backend).cloned(),
             });
         }
-        let filters = crate::filters::Filters::compile(&config, previous.map(|p| &p.filters))?;
-        let limits = crate::limits::Limits::compile(&config, previous.map(|p| &p.limits));
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
         Ok(Runtime {
             filters,
             limits,
@@ -84,6 +109,29 @@ impl Runtime {
             generation: previous.map(|p| p.generation + 1).unwrap_or(1),
         })
     }
+
+    /// Every bot detector of this runtime (service-wide and per endpoint), for reuse.
+    fn bot_detectors(&self) -> Vec<&Arc<BotDetector>> {
+        let own = self.endpoints.iter().map(|e| &e.filters);
+        std::iter::once(&self.filters.service)
+            .chain(own)
+            .filter_map(|c| c.bot_detector.as_ref())
+            .collect()
+    }
+}
+
+/// The backends of `config`. An unchanged backend is the previous one (same hosts, health,
+/// breaker); a changed one still inherits host health and discovered hosts.
+fn backends(config: &Config, previous: Option<&Runtime>) -> BTreeMap<String, Arc<Backend>> {
+    let mut backends = BTreeMap::new();
+    for (name, cfg) in &config.backends {
+        let prev = previous.and_then(|p| p.backends.get(name));
+        let reused = prev.filter(|b| b.cfg == *cfg).cloned();
+        let b = reused
+            .unwrap_or_else(|| Arc::new(Backend::new_after(name, cfg.clone(), prev.map(|b| &**b))));
+        backends.insert(name.clone(), b);
+    }
+    backends
 }
 
 #[cfg(test)]

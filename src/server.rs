@@ -60,8 +60,13 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     };
     let rt = match Runtime::compile(cfg, None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{e}");
+        Err(errs) => {
+            // As `main` reports a file that does not validate: what only compiling finds
+            // (a route conflict, an unreadable GeoIP database) is as much the file's error.
+            eprintln!("{}: invalid config:", opts.config_path.display());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
             std::process::exit(1);
         }
     };

@@ -103,11 +103,10 @@ pub struct FileConfig {
     /// Service-wide rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
-    // --- upstream resilience (issue 5) ---
     /// Resolver used by `dns`/`dns_srv` discovery; default the system's.
     #[serde(default)]
     pub dns: Option<DnsFile>,
-    /// The Redis shared by `store: redis` limits (see `config/limits.rs`; issue 6).
+    /// The Redis shared by `store: redis` limits (see `config/limits.rs`).
     #[serde(default)]
     pub redis: Option<super::limits::RedisFile>,
 }
@@ -118,7 +117,7 @@ pub struct ServerFile {
     pub listen: Vec<String>,
     #[serde(default)]
     pub threads: Option<usize>,
-    /// Tokio work stealing between the proxy's threads (issue 8).
+    /// Tokio work stealing between the proxy's threads.
     #[serde(default)]
     pub work_stealing: Option<bool>,
     #[serde(default)]
@@ -180,7 +179,6 @@ pub struct BackendFile {
     /// Bound on in-flight requests to this backend.
     #[serde(default)]
     pub max_concurrent: Option<usize>,
-    // --- upstream resilience (issue 5) ---
     /// `consistent_hash` key: `ip` (client address) or a header name.
     #[serde(default)]
     pub hash_key: Option<String>,
@@ -195,14 +193,11 @@ pub struct BackendFile {
 pub struct DiscoveryFile {
     #[serde(default, rename = "static")]
     pub static_hosts: Option<Vec<String>>,
-    // --- upstream resilience (issue 5) ---
     #[serde(default)]
     pub dns: Option<DnsDiscoveryFile>,
     #[serde(default)]
     pub dns_srv: Option<SrvDiscoveryFile>,
 }
-
-// --- upstream resilience (issue 5) ---
 
 /// `discovery.dns`: A/AAAA records of `name`, each on `port`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -260,7 +255,6 @@ pub struct DnsFile {
     #[serde(default)]
     pub timeout: Option<Dur>,
 }
-// --- end upstream resilience ---
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

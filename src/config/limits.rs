@@ -177,11 +177,11 @@ pub struct BackendLimitConfig {
     pub on_store_failure: OnStoreFailure,
 }
 
-/// Every limit of a config. `endpoints` is indexed like `Config::endpoints`.
+/// The limits of a config that belong to no endpoint (an endpoint's own block is in its
+/// `EndpointConfig`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LimitsConfig {
     pub service: Option<RateLimitConfig>,
-    pub endpoints: Vec<Option<RateLimitConfig>>,
     /// Only backends that have a limit.
     pub backends: BTreeMap<String, BackendLimitConfig>,
     /// The `redis` block (required when a limit uses `store: redis`).
@@ -190,8 +190,12 @@ pub struct LimitsConfig {
 
 // ---------------------------------------------------------------- validation
 
-/// Validates every limit of `f`, pushing errors into `errors`.
-pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
+/// Validates every limit of `f`, pushing errors into `errors`. Returns the limits that belong
+/// to no endpoint, and each endpoint's own block, in the order of `f.endpoints`.
+pub fn validate(
+    f: &FileConfig,
+    errors: &mut Vec<ConfigError>,
+) -> (LimitsConfig, Vec<Option<RateLimitConfig>>) {
     let mut e = Errs(errors);
     // YAML paths of the limits that use store: redis (they need the `redis` block)
     let mut redis_users: Vec<String> = Vec::new();
@@ -211,7 +215,7 @@ pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
         .rate_limit
         .as_ref()
         .and_then(|r| rate_limit(&mut e, "rate_limit", r, None));
-    let endpoints = f
+    let endpoints: Vec<Option<RateLimitConfig>> = f
         .endpoints
         .iter()
         .enumerate()
@@ -273,12 +277,12 @@ pub fn validate(f: &FileConfig, errors: &mut Vec<ConfigError>) -> LimitsConfig {
             );
         }
     }
-    LimitsConfig {
+    let limits = LimitsConfig {
         service,
-        endpoints,
         backends,
         redis,
-    }
+    };
+    (limits, endpoints)
 }
 
 /// The `redis` block: a URL the client understands (checked offline: nothing connects
@@ -503,7 +507,7 @@ fn rate_limit(
                     "param needs an endpoint path: use it on an endpoint's rate_limit",
                 ),
                 Some(path) => {
-                    if !crate::routing::placeholders(path).contains(&k) {
+                    if !super::placeholders(path).contains(&k) {
                         e.push(
                             format!("{p}.key"),
                             format!("{{{k}}} is not a placeholder of the path {path:?}"),
@@ -622,10 +626,10 @@ endpoints:
         assert_eq!(t.levels[1].value, super::TierMatch::Any);
         assert_eq!(t.levels[1].client.capacity, 10);
         assert!(s.headers);
-        let ep = l.endpoints[0].as_ref().unwrap();
+        let ep = cfg.endpoints[0].rate_limit.as_ref().unwrap();
         assert_eq!(ep.strategy, super::Strategy::Param("id".into()));
         assert!(!ep.headers);
-        assert!(l.endpoints[1].is_none());
+        assert!(cfg.endpoints[1].rate_limit.is_none());
         assert_eq!(l.backends["a"].rate.unwrap().capacity, 100);
         assert_eq!(l.backends["a"].max_concurrent, Some(10));
     }

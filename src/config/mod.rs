@@ -1,7 +1,9 @@
 //! Configuration: read the YAML file (`file.rs`), validate it into typed values (`validate.rs`).
 //!
 //! `load` reports every semantic error at once, each with its YAML path, e.g.
-//! `endpoints[2].timeout: must be > 0`.
+//! `endpoints[2].timeout: must be > 0`. What only compiling can find (route conflicts,
+//! rewrites naming unknown placeholders, an unreadable GeoIP database) is reported, the same
+//! way, by `Runtime::compile`.
 
 pub mod file;
 pub mod limits;
@@ -127,8 +129,6 @@ pub struct BackendConfig {
     pub tls: Option<tls::BackendTls>,
 }
 
-// --- upstream resilience (issue 5) ---
-
 /// The largest `retries` a backend may have.
 pub const MAX_RETRIES: u32 = 16;
 
@@ -183,7 +183,6 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     pub timeout: Duration,
 }
-// --- end upstream resilience ---
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
@@ -195,6 +194,23 @@ pub struct EndpointConfig {
     pub timeout: Duration,
     /// Filters of this endpoint, added to the service-wide ones.
     pub security: security::SecurityConfig,
+    /// The endpoint's own `rate_limit` block, checked after the service-wide one.
+    pub rate_limit: Option<limits::RateLimitConfig>,
+}
+
+/// Names of the `{param}` / `{*rest}` placeholders in a path pattern.
+pub fn placeholders(pattern: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        out.push(name.trim_start_matches('*'));
+        rest = &rest[start + len + 1..];
+    }
+    out
 }
 
 /// Parses YAML text into a validated `Config`.

@@ -211,11 +211,6 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 })
                 .collect::<Vec<_>>()
         });
-        if let Some(rw) = &ep.rewrite {
-            if let Err(msg) = crate::routing::check_rewrite(&ep.path, rw) {
-                e.push(format!("{p}.rewrite"), msg);
-            }
-        }
         endpoints.push(EndpointConfig {
             path: ep.path.clone(),
             methods,
@@ -228,14 +223,18 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 geoip.is_some(),
                 &mut e.0,
             ),
+            rate_limit: None,
         });
     }
 
-    let limits = super::limits::validate(f, &mut e.0);
+    let (limits, endpoint_limits) = super::limits::validate(f, &mut e.0);
+    for (ep, rate_limit) in endpoints.iter_mut().zip(endpoint_limits) {
+        ep.rate_limit = rate_limit;
+    }
     let dns = dns_config(&mut e, f.dns.as_ref());
 
     if e.0.is_empty() {
-        let cfg = Config {
+        Ok(Config {
             server,
             demo,
             backends,
@@ -245,21 +244,19 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security,
             limits,
             dns,
-        };
-        // Route conflicts are found by building the router once.
-        crate::routing::Router::build(&cfg.endpoints)?;
-        Ok(cfg)
+        })
     } else {
         Err(ConfigErrors(e.0))
     }
 }
 
-// --- upstream resilience (issue 5) ---
+// Backends' upstream settings: discovery, balancing, health checks, circuit breaker, DNS.
 
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The parts of a backend that issue 5 adds: discovery, balancing, health, breaker.
+/// How a backend finds and picks its hosts, and judges them: discovery, balancing, health
+/// checks, circuit breaker.
 struct UpstreamParts {
     discovery: Discovery,
     balance: Balance,
@@ -442,7 +439,6 @@ fn dns_config(e: &mut Errs, d: Option<&DnsFile>) -> Option<DnsConfig> {
         timeout: e.positive("dns.timeout", d.timeout, DEFAULT_DNS_TIMEOUT),
     })
 }
-// --- end upstream resilience ---
 
 fn is_known_method(m: &http::Method) -> bool {
     use http::Method as M;

@@ -1,4 +1,4 @@
-//! Client address resolution (SPEC §3.1).
+//! Client address resolution.
 //!
 //! The client is the TCP peer, unless the peer is a trusted proxy: then the first configured
 //! header present on the request is read, its addresses walked right to left (across repeated

@@ -1,8 +1,8 @@
-//! Request filters (SPEC §3 steps 1, 2 and 4): client address, ip_filter, geofence,
-//! bot_detector. `Filters::compile` builds them from the config (reusing the GeoIP database
-//! and the bot detectors, with their verdict caches, when their config did not change);
-//! `Chain::check` decides, cheapest filter first, and returns the `Reject` of the filter that
-//! refused the request.
+//! Request filters: client address, ip_filter, geofence, bot_detector. `Filters::compile`
+//! builds those that belong to no endpoint and `Filters::chain` an endpoint's (reusing the
+//! GeoIP database and the bot detectors, with their verdict caches, when their config did
+//! not change); `Chain::check` decides, cheapest filter first, and returns the `Reject` of
+//! the filter that refused the request.
 
 pub mod bot;
 pub mod client_ip;
@@ -94,7 +94,8 @@ impl Chain {
     }
 }
 
-/// Every compiled filter of a runtime.
+/// The filters that belong to no endpoint (an endpoint's own chain is in its runtime
+/// `Endpoint`, built by `Filters::chain`).
 #[derive(Debug, Default)]
 pub struct Filters {
     pub client_ip: ClientIpResolver,
@@ -103,15 +104,22 @@ pub struct Filters {
     pub forward_geo: bool,
     /// The service-wide `security` block.
     pub service: Chain,
-    /// Each endpoint's own block, by endpoint index.
-    pub endpoints: Vec<Chain>,
 }
 
 /// Header names set (and always stripped from the client's request) by `geoip.forward`.
 pub const GEO_HEADERS: [&str; 3] = ["x-geo-country", "x-geo-region", "x-geo-city"];
 
 impl Filters {
-    pub fn compile(config: &Config, previous: Option<&Filters>) -> Result<Filters, ConfigErrors> {
+    /// Compiles the client address resolution, the GeoIP database (the one of `previous`
+    /// when the file did not change) and the service-wide chain. An unreadable database is
+    /// an error at once; a chain's errors are pushed into `errs`. `old_bots` are the bot
+    /// detectors of the previous runtime: one with the same config is kept, with its cache.
+    pub fn compile(
+        config: &Config,
+        previous: Option<&Filters>,
+        old_bots: &[&Arc<BotDetector>],
+        errs: &mut Vec<ConfigError>,
+    ) -> Result<Filters, ConfigErrors> {
         let c = &config.client_ip;
         let headers = c
             .headers
@@ -135,44 +143,25 @@ impl Filters {
                 }
             }
         };
-
-        let mut old_bots: Vec<&Arc<BotDetector>> = Vec::new();
-        if let Some(p) = previous {
-            old_bots.extend(p.service.bot_detector.iter());
-            old_bots.extend(p.endpoints.iter().filter_map(|c| c.bot_detector.as_ref()));
-        }
-        let mut errs = Vec::new();
-        let service = chain(
-            "security",
-            &config.security,
-            geo.as_deref(),
-            &old_bots,
-            &mut errs,
-        );
-        let endpoints = config
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| {
-                chain(
-                    &format!("endpoints[{i}].security"),
-                    &ep.security,
-                    geo.as_deref(),
-                    &old_bots,
-                    &mut errs,
-                )
-            })
-            .collect();
-        if !errs.is_empty() {
-            return Err(ConfigErrors(errs));
-        }
-        Ok(Filters {
+        let mut filters = Filters {
             client_ip,
             forward_geo: config.geoip.as_ref().is_some_and(|g| g.forward),
             geo,
-            service,
-            endpoints,
-        })
+            service: Chain::default(),
+        };
+        filters.service = filters.chain("security", &config.security, old_bots, errs);
+        Ok(filters)
+    }
+
+    /// Compiles one `security` block (at YAML path `path`) on this runtime's GeoIP database.
+    pub fn chain(
+        &self,
+        path: &str,
+        sec: &SecurityConfig,
+        old_bots: &[&Arc<BotDetector>],
+        errs: &mut Vec<ConfigError>,
+    ) -> Chain {
+        chain(path, sec, self.geo.as_deref(), old_bots, errs)
     }
 }
 
@@ -263,6 +252,8 @@ pub fn geo_headers(
 mod tests {
     use super::*;
 
+    use crate::runtime::Runtime;
+
     fn rejected(reason: Reason) -> Result<(), Reject> {
         Err(Reject::new(reason))
     }
@@ -292,20 +283,23 @@ endpoints:
         let db = dir.path().join("c.mmdb");
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip-fixtures/countries.mmdb");
         std::fs::copy(fixture, &db).unwrap();
-        let first = Filters::compile(&cfg(&db, "\"bot\""), None).unwrap();
-        let second = Filters::compile(&cfg(&db, "\"bot\""), Some(&first)).unwrap();
+        // The runtime assembles the service-wide filters and each endpoint's chain.
+        let compile =
+            |patterns: &str, prev: Option<&Runtime>| Runtime::compile(cfg(&db, patterns), prev);
+        let first = compile("\"bot\"", None).unwrap();
+        let second = compile("\"bot\"", Some(&first)).unwrap();
         assert!(Arc::ptr_eq(
-            first.geo.as_ref().unwrap(),
-            second.geo.as_ref().unwrap()
+            first.filters.geo.as_ref().unwrap(),
+            second.filters.geo.as_ref().unwrap()
         ));
-        let b = |f: &Filters| f.service.bot_detector.clone().unwrap();
+        let b = |rt: &Runtime| rt.filters.service.bot_detector.clone().unwrap();
         assert!(Arc::ptr_eq(&b(&first), &b(&second)));
         // A changed pattern list builds a new detector; the endpoint's is kept.
-        let third = Filters::compile(&cfg(&db, "\"crawler\""), Some(&second)).unwrap();
+        let third = compile("\"crawler\"", Some(&second)).unwrap();
         assert!(!Arc::ptr_eq(&b(&second), &b(&third)));
         assert!(Arc::ptr_eq(
-            second.endpoints[0].bot_detector.as_ref().unwrap(),
-            third.endpoints[0].bot_detector.as_ref().unwrap()
+            second.endpoints[0].filters.bot_detector.as_ref().unwrap(),
+            third.endpoints[0].filters.bot_detector.as_ref().unwrap()
         ));
         // A changed file (size differs) is re-read.
         std::fs::copy(
@@ -313,15 +307,17 @@ endpoints:
             &db,
         )
         .unwrap();
-        let fourth = Filters::compile(&cfg(&db, "\"crawler\""), Some(&third)).unwrap();
+        let fourth = compile("\"crawler\"", Some(&third)).unwrap();
         assert!(!Arc::ptr_eq(
-            third.geo.as_ref().unwrap(),
-            fourth.geo.as_ref().unwrap()
+            third.filters.geo.as_ref().unwrap(),
+            fourth.filters.geo.as_ref().unwrap()
         ));
-        assert!(fourth.geo.as_ref().unwrap().city);
+        assert!(fourth.filters.geo.as_ref().unwrap().city);
         // A vanished file is a config error naming geoip.database.
         std::fs::remove_file(&db).unwrap();
-        let err = Filters::compile(&cfg(&db, "\"crawler\""), Some(&fourth)).unwrap_err();
+        let Err(err) = compile("\"crawler\"", Some(&fourth)) else {
+            panic!("a vanished database is an error");
+        };
         assert_eq!(err.0[0].path, "geoip.database");
     }
 

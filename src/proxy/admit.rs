@@ -41,23 +41,17 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
     let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref());
     rt.filters.service.check(&mut subject)?;
     let route = route(rt, req.head)?;
-    if let Some(chain) = rt.filters.endpoints.get(route.endpoint) {
-        chain.check(&mut subject)?;
-    }
+    let ep = &rt.endpoints[route.endpoint];
+    ep.filters.check(&mut subject)?;
     ctx.endpoint = Some(route.endpoint);
     ctx.upstream_uri = route.uri;
-    ctx.deadline = ctx.start + rt.endpoints[route.endpoint].timeout;
+    ctx.deadline = ctx.start + ep.timeout;
     let now = crate::clock::now_ns(ctx.start);
+    let limiter = ep.limiter.as_deref();
+    let key = route.limit_key;
     let limits = &mut ctx.limits;
     rt.limits
-        .check_request(
-            route.endpoint,
-            req.head,
-            client,
-            route.limit_key,
-            now,
-            limits,
-        )
+        .check_request(limiter, req.head, client, key, now, limits)
         .await
 }
 
@@ -89,7 +83,7 @@ fn route(rt: &Runtime, req: &RequestHeader) -> Result<Route, Reject> {
         Match::NotFound => return Err(Reject::new(Reason::NotFound)),
     };
     let ep = &rt.endpoints[endpoint];
-    let limit_key = rt.limits.param_key(endpoint, &params);
+    let limit_key = ep.limiter.as_ref().and_then(|l| l.param_key(&params));
     let changed = matches!(norm, Cow::Owned(_));
     let uri = if ep.rewrite.is_some() || changed {
         let mut s = String::with_capacity(norm.len() + 16);

@@ -33,11 +33,8 @@ pub async fn gate(ctx: &mut Ctx, now: Instant) -> Result<(), Reject> {
     };
     let pass = ep.backend.gate(now, clock::now_ms(now))?;
     // A refusal by the limits drops the breaker's pass unreported: a probe slot is released.
-    let endpoint = ctx.endpoint.unwrap_or_default();
-    ctx.rt
-        .limits
-        .check_backend(endpoint, clock::now_ns(now), &mut ctx.limits)
-        .await?;
+    let limiter = ep.backend_limiter.as_ref();
+    crate::limits::check_backend(limiter, clock::now_ns(now), &mut ctx.limits).await?;
     ctx.breaker = pass;
     Ok(())
 }

@@ -1,0 +1,305 @@
+//! A compiled `rate_limit` block (the service-wide one or an endpoint's): its client bucket
+//! sets (one per tier, or the block's own), its shared bucket, and how a request's client key
+//! is found (client address, a header, or a path parameter). The local buckets answer at
+//! once; a `store: redis` block asks Redis, one script call for all its buckets.
+
+use super::bucket::{Bucket, Gcra};
+use super::headers::RequestLimits;
+use super::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
+use super::redis::{self, RedisClient};
+use super::{gcra, limited, policy, store_unavailable};
+use crate::config::limits::{
+    OnStoreFailure, Rate, RateLimitConfig, Store as StoreKind, Strategy, TierMatch,
+};
+use crate::reject::{Reason, Reject};
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One client bucket set: its parameters and its in-process store (the buckets of a
+/// `store: redis` block live in Redis; these are then its `on_store_failure: local` fallback).
+struct ClientSet {
+    gcra: Gcra,
+    store: LocalStore,
+    /// Prefix of its clients' Redis keys: `gatehouse:<limiter>:<set>:`.
+    redis_prefix: String,
+}
+
+impl ClientSet {
+    fn new(rate: &Rate, redis_prefix: String) -> ClientSet {
+        ClientSet {
+            gcra: gcra(rate),
+            store: LocalStore::new(DEFAULT_MAX_CLIENTS),
+            redis_prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    Service,
+    Endpoint,
+}
+
+/// A compiled `rate_limit` block (service-wide or one endpoint's).
+pub struct RouteLimiter {
+    /// Stable identity across reloads: `service`, or `endpoint GET,HEAD /path`.
+    pub ident: String,
+    pub cfg: RateLimitConfig,
+    scope: Scope,
+    shared: Option<(Gcra, Bucket)>,
+    client: Option<ClientSet>,
+    tier_header: Option<http::HeaderName>,
+    tiers: Vec<(TierMatch, ClientSet)>,
+    key_header: Option<http::HeaderName>,
+    param: Option<String>,
+    /// `store: redis`: the shared store; the local buckets above are then the fallback of
+    /// `on_store_failure: local`.
+    pub(super) redis: Option<Arc<RedisClient>>,
+    /// Redis key of the shared bucket.
+    shared_key: String,
+}
+
+impl RouteLimiter {
+    pub(super) fn new(
+        ident: String,
+        cfg: &RateLimitConfig,
+        scope: Scope,
+        redis: Option<Arc<RedisClient>>,
+    ) -> RouteLimiter {
+        let prefix = format!("gatehouse:{ident}:");
+        let (tier_header, tiers) = match &cfg.tiers {
+            Some(t) => (
+                http::HeaderName::from_bytes(t.key.as_bytes()).ok(),
+                t.levels
+                    .iter()
+                    .map(|l| {
+                        let set = match &l.value {
+                            TierMatch::Any => format!("{prefix}tier=*:"),
+                            TierMatch::Exact(v) => format!("{prefix}tier={v}:"),
+                        };
+                        (l.value.clone(), ClientSet::new(&l.client, set))
+                    })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let (key_header, param) = match &cfg.strategy {
+            Strategy::Ip => (None, None),
+            Strategy::Header(h) => (http::HeaderName::from_bytes(h.as_bytes()).ok(), None),
+            Strategy::Param(p) => (None, Some(p.clone())),
+        };
+        RouteLimiter {
+            ident,
+            cfg: cfg.clone(),
+            scope,
+            shared: cfg.shared.as_ref().map(|r| (gcra(r), Bucket::new())),
+            client: cfg
+                .client
+                .as_ref()
+                .map(|r| ClientSet::new(r, format!("{prefix}client:"))),
+            tier_header,
+            tiers,
+            key_header,
+            param,
+            redis: redis.filter(|_| cfg.store == StoreKind::Redis),
+            shared_key: format!("{prefix}shared"),
+        }
+    }
+
+    /// The key of the path parameter a `param` strategy names, from the matched route's
+    /// parameters (computed at routing time, where the parameters are at hand).
+    #[inline]
+    pub fn param_key(&self, params: &matchit::Params<'_, '_>) -> Option<Key> {
+        let name = self.param.as_deref()?;
+        params.get(name).map(|v| self.value_key(v.as_bytes()))
+    }
+
+    /// The key of a header or parameter value: per process for the local store, the same on
+    /// every instance for Redis.
+    #[inline]
+    fn value_key(&self, v: &[u8]) -> Key {
+        if self.redis.is_some() {
+            policy::stable_value_key(v)
+        } else {
+            policy::value_key(v)
+        }
+    }
+
+    /// The client bucket set for this request: the first matching tier, else the block's
+    /// `client_max_rate`, else none.
+    fn client_set(&self, req: &RequestHeader) -> Option<&ClientSet> {
+        if let Some(h) = &self.tier_header {
+            let value = req.headers.get(h).map(|v| v.as_bytes()).unwrap_or(b"");
+            if let Some(set) = policy::pick_tier(self.tiers.iter().map(|(m, s)| (m, s)), value) {
+                return Some(set);
+            }
+        }
+        self.client.as_ref()
+    }
+
+    fn client_key(&self, req: &RequestHeader, ip: Option<IpAddr>, param: Option<Key>) -> Key {
+        if let Some(h) = &self.key_header {
+            return match req.headers.get(h) {
+                Some(v) if !v.is_empty() => self.value_key(v.as_bytes()),
+                _ => policy::ip_key(ip),
+            };
+        }
+        if self.param.is_some() {
+            if let Some(k) = param {
+                return k;
+            }
+        }
+        policy::ip_key(ip)
+    }
+
+    fn names(&self) -> (&'static str, &'static str, Reason) {
+        match self.scope {
+            Scope::Service => ("service-client", "service", Reason::ServiceRateLimit),
+            Scope::Endpoint => ("endpoint-client", "endpoint", Reason::EndpointRateLimit),
+        }
+    }
+
+    pub(super) async fn check(
+        &self,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Reject> {
+        match &self.redis {
+            None => self.check_local(req, ip, param, now, state),
+            // boxed: the Redis call's large future stays out of the local path's state
+            Some(r) => Box::pin(self.check_redis(r, req, ip, param, now, state)).await,
+        }
+    }
+
+    /// The local store: synchronous, no allocation.
+    #[inline]
+    fn check_local(
+        &self,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Reject> {
+        let (client_name, shared_name, shared_reason) = self.names();
+        if let Some(set) = self.client_set(req) {
+            let key = self.client_key(req, ip, param);
+            let o = set.store.check(key, &set.gcra, now);
+            if self.cfg.headers {
+                state.report(client_name, &set.gcra, &o);
+            }
+            if !o.allowed {
+                return Err(limited(Reason::ClientRateLimit, o.wait));
+            }
+        }
+        if let Some((g, b)) = &self.shared {
+            let o = b.check(g, now);
+            if self.cfg.headers {
+                state.report(shared_name, g, &o);
+            }
+            if !o.allowed {
+                return Err(limited(shared_reason, o.wait));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis store for this block alone (see `check_redis_blocks`).
+    async fn check_redis(
+        &self,
+        redis: &Arc<RedisClient>,
+        req: &RequestHeader,
+        ip: Option<IpAddr>,
+        param: Option<Key>,
+        now: u64,
+        state: &mut RequestLimits,
+    ) -> Result<(), Reject> {
+        check_redis_blocks(redis, &[(self, param)], req, ip, now, state).await
+    }
+}
+
+/// Blocks on the same Redis (the service-wide block, then the endpoint's, each with its
+/// param key), decided in one script call: every client bucket before its block's shared
+/// bucket, in order, stopping at the first rejection, exactly as the local store does one
+/// after the other. When Redis fails or is late, each block's `on_store_failure` decides, in
+/// the same order.
+pub(super) async fn check_redis_blocks(
+    redis: &Arc<RedisClient>,
+    blocks: &[(&RouteLimiter, Option<Key>)],
+    req: &RequestHeader,
+    ip: Option<IpAddr>,
+    now: u64,
+    state: &mut RequestLimits,
+) -> Result<(), Reject> {
+    // (key, gcra, block index, is_client), at most a client and a shared bucket per block
+    let mut keys: [String; 2] = Default::default();
+    let mut meta: [(usize, bool); 4] = [(0, false); 4];
+    let mut n = 0;
+    let sets: [Option<&ClientSet>; 2] = [
+        blocks.first().and_then(|(b, _)| b.client_set(req)),
+        blocks.get(1).and_then(|(b, _)| b.client_set(req)),
+    ];
+    for (i, (b, param)) in blocks.iter().enumerate().take(2) {
+        if let Some(set) = sets[i] {
+            keys[i] = redis::client_bucket_key(&set.redis_prefix, b.client_key(req, ip, *param));
+        }
+    }
+    let mut buckets: [(&str, &Gcra); 4] = [("", &ZERO); 4];
+    for (i, (b, _)) in blocks.iter().enumerate().take(2) {
+        if let Some(set) = sets[i] {
+            buckets[n] = (keys[i].as_str(), &set.gcra);
+            meta[n] = (i, true);
+            n += 1;
+        }
+        if let Some((g, _)) = &b.shared {
+            buckets[n] = (b.shared_key.as_str(), g);
+            meta[n] = (i, false);
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let outcomes = match redis.take(&buckets[..n]).await {
+        Ok(o) => o,
+        Err(_) => {
+            for (b, param) in blocks {
+                match b.cfg.on_store_failure {
+                    OnStoreFailure::Allow => {}
+                    OnStoreFailure::Deny => return Err(store_unavailable()),
+                    OnStoreFailure::Local => b.check_local(req, ip, *param, now, state)?,
+                }
+            }
+            return Ok(());
+        }
+    };
+    for (i, o) in outcomes.iter().enumerate() {
+        let (bi, is_client) = meta[i];
+        let b = blocks[bi].0;
+        let (client_name, shared_name, shared_reason) = b.names();
+        if b.cfg.headers {
+            let name = if is_client { client_name } else { shared_name };
+            state.report(name, buckets[i].1, o);
+        }
+        if !o.allowed {
+            let reason = if is_client {
+                Reason::ClientRateLimit
+            } else {
+                shared_reason
+            };
+            return Err(limited(reason, o.wait));
+        }
+    }
+    Ok(())
+}
+
+/// A placeholder in the fixed-size bucket list of a Redis call.
+static ZERO: Gcra = Gcra {
+    interval: 1,
+    burst: 1,
+    capacity: 1,
+};
