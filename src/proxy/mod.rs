@@ -287,7 +287,16 @@ impl ProxyHttp for Gatehouse {
         let o = &mut peer.options;
         o.connection_timeout = Some(c.connect_timeout.min(remaining));
         o.total_connection_timeout = Some(c.connect_timeout.min(remaining));
-        o.read_timeout = Some(c.read_timeout.min(remaining));
+        // The budget bounds the wait for the response header. Pingora uses one read timeout
+        // for the header and for everything after it, so an upgrade request (WebSocket)
+        // gets the tunnel's idle timeout instead: the budget must not cut a tunnel.
+        // Pingora takes the read timeout before connecting, so an attempt may end as late as
+        // the budget plus the time its connect took.
+        o.read_timeout = Some(if session.is_upgrade_req() {
+            c.tunnel_idle_timeout
+        } else {
+            c.read_timeout.min(remaining)
+        });
         o.write_timeout = Some(c.write_timeout.min(remaining));
         o.idle_timeout = Some(c.idle_timeout);
         ctx.upstream_start = Some(now);
