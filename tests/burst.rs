@@ -2,7 +2,8 @@
 //! accept queue overflows (a backlog of 100, about 1 ms of work per new connection, so the
 //! kernel drops SYNs and clients retransmit them after 1 s and 3 s) also succeeds through
 //! gatehouse, for WebSocket sessions (the Python `websockets` library on both ends) and
-//! plain requests, and a second burst finds the backend's only host still in.
+//! plain requests, and a second burst finds the backend's only host still in. And the
+//! request budget does not cut a WebSocket tunnel: `timeouts.tunnel_idle` does.
 
 mod common;
 
@@ -94,4 +95,46 @@ fn a_websocket_burst_succeeds_as_it_does_straight() {
 #[test]
 fn a_burst_of_plain_requests_succeeds_as_it_does_straight() {
     through_gatehouse_as_straight("http-server", "http-client", 300);
+}
+
+/// Opens a WebSocket through `g` and checks one echo.
+fn ws_open(g: &Gatehouse) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect(g.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, resp) = tungstenite::client(format!("ws://{}/ws", g.addr), stream)
+        .unwrap_or_else(|e| panic!("handshake: {e}\n{}", g.log()));
+    assert_eq!(resp.status(), 101);
+    ws.send(tungstenite::Message::text("one")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("one"));
+    ws
+}
+
+#[test]
+fn the_budget_does_not_cut_a_tunnel_its_idle_timeout_does() {
+    use std::time::Duration;
+    let up = Upstream::start("ws-server");
+    let budget = Duration::from_millis(200);
+    let cfg = simple_config(&[up.addr], "    timeouts: { tunnel_idle: 1500ms }", "").replace(
+        "  grace_period: 1s\n",
+        "  grace_period: 1s\n  timeout: 200ms\n",
+    );
+    let g = Gatehouse::start(&cfg);
+    // Quiet for three budgets: the tunnel is still there (the idle time is what is tested).
+    let mut ws = ws_open(&g);
+    std::thread::sleep(budget * 3);
+    ws.send(tungstenite::Message::text("two")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("two"));
+    // Quiet for longer than tunnel_idle: gatehouse closes it.
+    let started = std::time::Instant::now();
+    let ended = match ws.read() {
+        Ok(m) => panic!("unexpected message {m:?}"),
+        Err(e) => e,
+    };
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1200) && after < Duration::from_secs(9),
+        "closed after {after:?}: {ended}"
+    );
 }
