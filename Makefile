@@ -15,8 +15,10 @@ deps:
 	if [ -n "$$missing" ]; then (apt-get update -qq || true) && apt-get install -y -qq $$missing; fi
 
 # redis-server: the `store: redis` tests and benches start their own on a free port.
+# websockets (Python): the burst tests' WebSocket client and echo server.
 test-deps: deps
 	@command -v redis-server >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq redis-server; }
+	@python3 -c 'import websockets.sync.server' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
 
 build: deps
 	cargo build --release

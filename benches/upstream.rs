@@ -28,6 +28,7 @@ fn backend(balance: Balance, breaker: bool) -> Backend {
             read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(1),
             max_idle_connections: 1,
             retries: 1,
             host_header: None,

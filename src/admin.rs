@@ -36,3 +36,43 @@ impl ServeHttp for Admin {
         }
     }
 }
+
+/// `gatehouse health`: asks the admin listener at `addr` for `GET /health` and says whether
+/// it answered 200 within `timeout`. Made for a container's HEALTHCHECK, where no curl is
+/// at hand; plain blocking I/O, since it runs alone in its own short-lived process.
+pub fn probe_health(addr: &str, timeout: std::time::Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 32];
+    let mut n = 0;
+    while n < head.len() {
+        match s.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split(' ').nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr}: /health answered {:?}",
+            line.lines().next().unwrap_or("")
+        ))
+    }
+}

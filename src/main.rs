@@ -1,5 +1,6 @@
 //! gatehouse command line: `gatehouse -c FILE [-d] [-u] [-t]` runs the proxy,
-//! `gatehouse check -c FILE` validates a config.
+//! `gatehouse check -c FILE` validates a config, `gatehouse health [--admin ADDR]` asks a
+//! running instance's admin listener whether it is alive.
 
 use gatehouse::server::Options;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "\
 usage: gatehouse [-c FILE] [-d] [-u] [-t]      run the proxy
        gatehouse check -c FILE                 validate a config and exit
+       gatehouse health [--admin ADDR]         exit 0 if the admin /health answers 200
+                                               (default 127.0.0.1:9901), else 1
 
   -c, --conf FILE   gatehouse config (default conf/gatehouse.yaml)
   -d, --daemon      run in the background
@@ -25,6 +28,23 @@ fn main() {
         config_path: PathBuf::from("conf/gatehouse.yaml"),
         ..Default::default()
     };
+    if args.peek().is_some_and(|a| a == "health") {
+        args.next();
+        let mut admin = String::from("127.0.0.1:9901");
+        while let Some(a) = args.next() {
+            match (a.as_str(), args.next()) {
+                ("--admin", Some(v)) => admin = v,
+                _ => usage_error(&format!("health: unexpected argument {a:?}")),
+            }
+        }
+        match gatehouse::admin::probe_health(&admin, std::time::Duration::from_secs(3)) {
+            Ok(()) => exit(0),
+            Err(e) => {
+                eprintln!("gatehouse health: {e}");
+                exit(1)
+            }
+        }
+    }
     if args.peek().map(|a| a == "check").unwrap_or(false) {
         check = true;
         args.next();

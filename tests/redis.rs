@@ -16,7 +16,7 @@ const S: u64 = 1_000_000_000;
 
 fn client(r: &RedisServer) -> std::sync::Arc<RedisClient> {
     RedisClient::new(&RedisConfig {
-        url: r.url(),
+        url: gatehouse::config::secret::SecretUrl::new(r.url()),
         timeout: Duration::from_secs(5),
     })
     .expect("valid url")

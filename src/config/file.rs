@@ -267,6 +267,8 @@ pub struct TimeoutsFile {
     pub write: Option<Dur>,
     #[serde(default)]
     pub idle: Option<Dur>,
+    #[serde(default)]
+    pub tunnel_idle: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

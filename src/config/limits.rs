@@ -75,7 +75,7 @@ pub struct BackendRateLimitFile {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
-    pub url: String,
+    pub url: super::secret::SecretUrl,
     #[serde(default)]
     pub timeout: Option<Dur>,
 }
@@ -119,7 +119,8 @@ pub const MAX_REDIS_BURST: u64 = 1 << 53;
 /// A validated `redis` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    pub url: String,
+    /// Printed with its password redacted.
+    pub url: super::secret::SecretUrl,
     /// Budget of one decision (round trip included); past it, `on_store_failure` decides.
     pub timeout: Duration,
 }
@@ -289,10 +290,14 @@ pub fn validate(
 /// before a request needs it) and a positive timeout.
 fn redis_block(e: &mut Errs, r: &RedisFile) -> Option<RedisConfig> {
     let mut ok = true;
-    if let Err(err) = redis::Client::open(r.url.as_str()) {
+    let url = r.url.clone();
+    if let Err(err) = redis::Client::open(url.expose()) {
         e.push(
             "redis.url",
-            format!("{:?} is not a Redis URL: {err}", r.url),
+            format!(
+                "\"{url}\" is not a Redis URL: {}",
+                url.scrub(&err.to_string())
+            ),
         );
         ok = false;
     }
@@ -305,10 +310,7 @@ fn redis_block(e: &mut Errs, r: &RedisFile) -> Option<RedisConfig> {
         Some(Dur(d)) => d,
         None => DEFAULT_REDIS_TIMEOUT,
     };
-    ok.then(|| RedisConfig {
-        url: r.url.clone(),
-        timeout,
-    })
+    ok.then_some(RedisConfig { url, timeout })
 }
 
 /// A Redis bucket's burst window must stay exact in the script's doubles.

@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod limits;
+pub mod secret;
 pub mod security;
 pub mod tls;
 pub mod validate;
@@ -121,6 +122,9 @@ pub struct BackendConfig {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Each read from the upstream of an upgraded (WebSocket) connection, the wait for its
+    /// `101` included; the request budget does not apply to a tunnel.
+    pub tunnel_idle_timeout: Duration,
     pub max_idle_connections: usize,
     pub retries: u32,
     /// The Host sent upstream, checked once at load so the hot path only clones it.

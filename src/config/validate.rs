@@ -4,14 +4,24 @@
 use super::file::*;
 use super::*;
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The request budget, until the upstream's response header (Envoy's route timeout). It
+/// leaves room for a connect that needs SYN retransmissions (at 1 s and 3 s) when an
+/// upstream's accept queue overflows in a burst, plus a slow answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// One single-threaded runtime per proxy thread (no work stealing): measured faster with one
 /// worker (README "Performance").
 pub const DEFAULT_WORK_STEALING: bool = false;
-pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
-pub const DEFAULT_READ: Duration = Duration::from_secs(5);
+/// Covers the first two SYN retransmissions (1 s and 3 s after the SYN): a burst that
+/// overflows an upstream's accept queue is served late, not failed (Envoy's default).
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+/// Each read from the upstream; as long as the default budget, so that by default the
+/// budget alone decides how long an answer may take.
+pub const DEFAULT_READ: Duration = Duration::from_secs(15);
+/// An upgraded connection (WebSocket) is closed after this long without a byte from the
+/// upstream.
+pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_WRITE: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_IDLE: usize = 250;
@@ -137,6 +147,11 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             read_timeout: e.positive(&format!("{p}.timeouts.read"), t.read, DEFAULT_READ),
             write_timeout: e.positive(&format!("{p}.timeouts.write"), t.write, DEFAULT_WRITE),
             idle_timeout: t.idle.map(|d| d.0).unwrap_or(DEFAULT_IDLE),
+            tunnel_idle_timeout: e.positive(
+                &format!("{p}.timeouts.tunnel_idle"),
+                t.tunnel_idle,
+                DEFAULT_TUNNEL_IDLE,
+            ),
             max_idle_connections: b.max_idle_connections.unwrap_or(DEFAULT_MAX_IDLE),
             retries: b.retries.unwrap_or(1),
             host_header: match b.host_header.as_deref() {

@@ -133,7 +133,8 @@ pub struct RedisClient {
 impl RedisClient {
     /// Parses the URL; connects nothing.
     pub fn new(cfg: &RedisConfig) -> Result<Arc<RedisClient>, String> {
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|e| e.to_string())?;
+        let client =
+            redis::Client::open(cfg.url.expose()).map_err(|e| cfg.url.scrub(&e.to_string()))?;
         Ok(Arc::new(RedisClient {
             cfg: cfg.clone(),
             client,

@@ -63,7 +63,8 @@ pub fn next_peer(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     };
     ctx.tried.push(addr);
     ctx.upstream_start = Some(now);
-    Ok(Box::new(peer::peer(addr, &backend.cfg, remaining)))
+    let upgrade = session.is_upgrade_req();
+    Ok(Box::new(peer::peer(addr, &backend.cfg, remaining, upgrade)))
 }
 
 /// After a failed connect: passive health counts the failure against the host, and the

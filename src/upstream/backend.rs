@@ -171,20 +171,32 @@ impl Backend {
         self.hosts.load().any_usable(tried, now_ms)
     }
 
-    fn health_of(&self, addr: SocketAddr) -> Option<Arc<HostHealth>> {
-        self.hosts
-            .load()
+    /// Passive health: a connect to `addr` failed. Returns true when it ejected the host.
+    ///
+    /// The rule, in the spirit of Envoy's `max_ejection_percent`: an ejection may leave
+    /// neither the backend without a healthy host (a one-host backend is never ejected:
+    /// failing fast with 503 would turn a burst of slow connects into an outage), nor more
+    /// than half of its hosts ejected at once (rounded down). Connect failures of a host
+    /// that may not be ejected still count, and still fail their request.
+    pub fn connect_failed(&self, addr: SocketAddr, now_ms: u64) -> bool {
+        // Serialises ejection decisions, so two hosts failing at once cannot both take the
+        // last places.
+        let _decide = self.lock_health();
+        let set = self.hosts.load();
+        let Some(host) = set.hosts.iter().find(|h| h.addr == addr) else {
+            return false;
+        };
+        let ejected = set
             .hosts
             .iter()
-            .find(|h| h.addr == addr)
-            .map(|h| h.health.clone())
-    }
-
-    /// Passive health: a connect to `addr` failed. Returns true when it ejected the host.
-    pub fn connect_failed(&self, addr: SocketAddr, now_ms: u64) -> bool {
-        let ejected = self
-            .health_of(addr)
-            .is_some_and(|h| h.record_connect_failure(now_ms));
+            .filter(|h| h.health.is_ejected(now_ms))
+            .count();
+        let others_healthy = set
+            .hosts
+            .iter()
+            .any(|h| h.addr != addr && h.health.is_healthy(now_ms));
+        let may_eject = others_healthy && (ejected + 1) * 2 <= set.hosts.len();
+        let ejected = host.health.record_connect_failure(now_ms, may_eject);
         if ejected {
             log::warn!(
                 "backend {:?}: host {addr} ejected for {}ms after {} connect failures",
@@ -222,6 +234,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            tunnel_idle_timeout: Duration::from_secs(1),
             max_idle_connections: 1,
             retries: 1,
             host_header: None,
@@ -274,6 +287,57 @@ mod tests {
             .map(|_| b.select(b"", &[], later).unwrap().port())
             .collect();
         assert!(picks.contains(&1));
+    }
+
+    #[test]
+    fn passive_ejection_never_takes_the_last_host_nor_more_than_half() {
+        let fail3 = |b: &Backend, port: u16| {
+            let a: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            (0..3).fold(false, |_, _| b.connect_failed(a, 10))
+        };
+        // one host: never ejected, however often it fails
+        let one = Backend::new("one", cfg(&["127.0.0.1:1"], Balance::RoundRobin));
+        assert!(!fail3(&one, 1));
+        assert!(!fail3(&one, 1));
+        assert_eq!(one.select(b"", &[], 11).map(|a| a.port()), Some(1));
+        // four hosts: at most two out at once
+        let hosts = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"];
+        let four = Backend::new("four", cfg(&hosts, Balance::RoundRobin));
+        assert!(fail3(&four, 1));
+        assert!(fail3(&four, 2));
+        assert!(!fail3(&four, 3), "a third of four may not be ejected");
+        let picks: std::collections::HashSet<u16> = (0..8)
+            .map(|_| four.select(b"", &[], 11).unwrap().port())
+            .collect();
+        assert_eq!(picks, [3, 4].into_iter().collect());
+        // once the first ones may be tried again, the next failure of 3 ejects it
+        let later = 10 + super::super::health::EJECT_FOR_MS;
+        let a3: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        assert!(four.connect_failed(a3, later));
+    }
+
+    #[test]
+    fn passive_ejection_keeps_the_last_host_that_passes_its_checks() {
+        let b = Backend::new(
+            "b",
+            cfg(&["127.0.0.1:1", "127.0.0.1:2"], Balance::RoundRobin),
+        );
+        // host 2 is down by its active checks: host 1 is the last healthy one
+        let c = crate::config::HealthCheckConfig {
+            path: "/h".into(),
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            unhealthy_after: 1,
+            healthy_after: 1,
+        };
+        let set = b.hosts();
+        let h2 = set.hosts.iter().find(|h| h.addr.port() == 2).unwrap();
+        assert_eq!(h2.health.record_check(false, &c), Some(false));
+        let a1: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(!b.connect_failed(a1, 10));
+        }
+        assert_eq!(b.select(b"", &[], 11).map(|a| a.port()), Some(1));
     }
 
     #[test]

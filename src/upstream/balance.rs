@@ -210,9 +210,9 @@ mod tests {
     #[test]
     fn unhealthy_and_tried_hosts_are_skipped() {
         let s = set(&[1, 1, 1], Balance::RoundRobin);
-        s.hosts[1].health.record_connect_failure(1);
-        s.hosts[1].health.record_connect_failure(1);
-        s.hosts[1].health.record_connect_failure(1);
+        s.hosts[1].health.record_connect_failure(1, true);
+        s.hosts[1].health.record_connect_failure(1, true);
+        s.hosts[1].health.record_connect_failure(1, true);
         for k in 0..6 {
             assert_ne!(s.from_wheel(k, &[], 2).unwrap().addr.port(), 1001);
         }

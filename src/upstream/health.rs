@@ -6,7 +6,10 @@
 //!   `healthy_after` consecutive passed checks bring it back. Hosts start healthy.
 //! - Passive: `EJECT_AFTER` consecutive connect failures eject the host for `EJECT_FOR`; then
 //!   it is tried again (one more connect failure ejects it again at once). Any response from
-//!   the host resets the count.
+//!   the host resets the count. The backend decides whether an ejection may happen at all
+//!   (never its last healthy host, never more than half of its hosts: see `Backend`); a host
+//!   that may not be ejected keeps its count and is ejected by the first failure after that
+//!   changes.
 //!
 //! A request reads two atomics: no lock on the hot path.
 
@@ -85,10 +88,16 @@ impl HostHealth {
         self.streak.store(0, Ordering::Relaxed);
     }
 
-    /// Records a connect failure at `now_ms`; returns true when it ejects the host.
-    pub fn record_connect_failure(&self, now_ms: u64) -> bool {
+    /// Whether the host is passively ejected at `now_ms`.
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Records a connect failure at `now_ms`; returns true when it ejects the host, which
+    /// happens only when `may_eject`.
+    pub fn record_connect_failure(&self, now_ms: u64, may_eject: bool) -> bool {
         let n = self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= EJECT_AFTER {
+        if n >= EJECT_AFTER && may_eject {
             self.ejected_until
                 .store(now_ms + EJECT_FOR_MS, Ordering::Relaxed);
             true
@@ -141,12 +150,12 @@ mod tests {
     #[test]
     fn passive_ejection_and_return() {
         let h = HostHealth::default();
-        assert!(!h.record_connect_failure(100));
-        assert!(!h.record_connect_failure(100));
+        assert!(!h.record_connect_failure(100, true));
+        assert!(!h.record_connect_failure(100, true));
         h.record_response();
-        assert!(!h.record_connect_failure(100));
-        assert!(!h.record_connect_failure(100));
-        assert!(h.record_connect_failure(100));
+        assert!(!h.record_connect_failure(100, true));
+        assert!(!h.record_connect_failure(100, true));
+        assert!(h.record_connect_failure(100, true));
         assert!(!h.is_healthy(100));
         assert!(!h.is_healthy(100 + EJECT_FOR_MS - 1));
         assert!(
@@ -154,7 +163,21 @@ mod tests {
             "tried again after the ejection"
         );
         // Still failing: one more failure ejects it again.
-        assert!(h.record_connect_failure(100 + EJECT_FOR_MS));
+        assert!(h.record_connect_failure(100 + EJECT_FOR_MS, true));
         assert!(!h.is_healthy(101 + EJECT_FOR_MS));
+    }
+
+    #[test]
+    fn a_host_that_may_not_be_ejected_keeps_its_count() {
+        let h = HostHealth::default();
+        for _ in 0..5 {
+            assert!(!h.record_connect_failure(100, false));
+        }
+        assert!(h.is_healthy(100));
+        assert!(
+            h.record_connect_failure(100, true),
+            "ejected once it may be"
+        );
+        assert!(h.is_ejected(101));
     }
 }

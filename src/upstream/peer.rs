@@ -9,8 +9,8 @@ use std::time::Duration;
 
 /// The peer for a host of this backend. Connect, read and write timeouts are the backend's,
 /// each cut to `remaining` (the endpoint's budget); the idle timeout of a pooled connection is
-/// the backend's own.
-pub fn peer(addr: SocketAddr, cfg: &BackendConfig, remaining: Duration) -> HttpPeer {
+/// the backend's own. An `upgrade` request (WebSocket) reads with the tunnel's idle timeout.
+pub fn peer(addr: SocketAddr, cfg: &BackendConfig, remaining: Duration, upgrade: bool) -> HttpPeer {
     let mut peer = match &cfg.tls {
         None => HttpPeer::new(addr, false, String::new()),
         Some(t) => {
@@ -23,7 +23,16 @@ pub fn peer(addr: SocketAddr, cfg: &BackendConfig, remaining: Duration) -> HttpP
     let o = &mut peer.options;
     o.connection_timeout = Some(cfg.connect_timeout.min(remaining));
     o.total_connection_timeout = Some(cfg.connect_timeout.min(remaining));
-    o.read_timeout = Some(cfg.read_timeout.min(remaining));
+    // The budget bounds the wait for the response header. Pingora uses one read timeout
+    // for the header and for everything after it, so an upgrade request (WebSocket)
+    // gets the tunnel's idle timeout instead: the budget must not cut a tunnel.
+    // Pingora takes the read timeout before connecting, so an attempt may end as late as
+    // the budget plus the time its connect took.
+    o.read_timeout = Some(if upgrade {
+        cfg.tunnel_idle_timeout
+    } else {
+        cfg.read_timeout.min(remaining)
+    });
     o.write_timeout = Some(cfg.write_timeout.min(remaining));
     o.idle_timeout = Some(cfg.idle_timeout);
     peer
