@@ -1,6 +1,8 @@
 //! Hot-path costs of the request filters: each filter alone and the whole chain.
 //! Run: `cargo bench --bench filters`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gatehouse::filters::bot::{sample_patterns, BotConfig, BotDetector};
 use gatehouse::filters::client_ip::ClientIpResolver;

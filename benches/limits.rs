@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench limits` (figures in README.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dashmap::DashMap;
 use gatehouse::limits::bucket::{Bucket, Gcra};

@@ -5,6 +5,8 @@
 //! `cargo bench --bench redis` prints the figures of the README. Without `--bench` (as under
 //! `cargo test --all-targets`) it runs a short smoke version.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;

@@ -1,6 +1,8 @@
 //! Hot-path costs of the upstream layer: picking a host and the breaker's closed path.
 //! Run: `cargo bench --bench upstream`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gatehouse::clock;
 use gatehouse::config::{BackendConfig, Balance, BreakerConfig, Discovery, HashKey};

@@ -99,6 +99,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
+/// The definitions above are constants: `build` fails only if one of them is malformed or
+/// registered twice, which the first test that starts the proxy would show.
+#[allow(clippy::expect_used)]
 static METRICS: Lazy<Metrics> =
     Lazy::new(|| build().expect("metric definitions are static and valid"));
 

@@ -5,6 +5,8 @@
 //! plain requests, and a second burst finds the backend's only host still in. And the
 //! request budget does not cut a WebSocket tunnel: `timeouts.tunnel_idle` does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::{simple_config, Gatehouse};

@@ -1,5 +1,7 @@
 //! Every shipped config validates; every broken config fails with the message it expects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! directory (its `COPY` lines, with the binary under test standing in for the built one),
 //! and its default command, `check`, and its HEALTHCHECK are run there.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::{free_port, try_get, wait_for};

@@ -1,6 +1,8 @@
 //! The edge through the real binary: TLS with SNI and hot-swapped certificates, min_version,
 //! HTTP/2 over ALPN, the HTTPS redirect, HTTPS upstreams, WebSocket, body limits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::tls::{

@@ -4,6 +4,8 @@
 //! The test client connects from 127.0.0.1 only, so foreign and IPv6 clients are made by
 //! trusting 127.0.0.1 as a proxy and sending X-Forwarded-For.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::{get, Behaviour, Conn, Gatehouse, MockUpstream, SERVER};

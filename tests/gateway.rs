@@ -1,6 +1,8 @@
 //! The gateway core through the real binary: proxying, routing, rewrites, balancing,
 //! retries, upstream failures, timeouts, hot reload, admin, graceful shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! param), tiers, service/endpoint/backend buckets, max_concurrent, RateLimit headers,
 //! and bucket state across reloads. Counts are asserted, never speed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! instances sharing one Redis, and each `on_store_failure` mode while Redis is down, then
 //! recovery once it is back. Each test runs its own redis-server on a free port.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! headers, odd request targets, slow headers. Each gets a 4xx or a closed connection, and the
 //! mock upstream receives exactly the requests it should (no smuggled or desynchronised one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::*;

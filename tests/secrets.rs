@@ -1,6 +1,8 @@
 //! A Redis password never leaves the config: not in `gatehouse check`'s errors, nor in the
 //! log lines of a Redis outage or a failed reload, nor in the metrics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::{dead_addr, get, simple_config, wait_for, Behaviour, Gatehouse, MockUpstream};

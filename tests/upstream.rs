@@ -2,6 +2,8 @@
 //! DNS (A) and SRV discovery following a test DNS server, and a DNS outage keeping the last
 //! good hosts. Everything runs on loopback; every wait is a poll with a deadline.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use common::*;
