@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The full filter chain of SPEC section 7, for benches/compare.sh and benches/ab.sh.
+"""The full filter chain (every filter and limit at once), for benches/compare.sh and benches/ab.sh.
 
 Writes GATEHOUSE_YAML (with --passthrough: the same server and backend and nothing else) (ip_filter deny with 1,000 random CIDRs outside 127/8, geofence deny KP
 with the GeoIP fixture, bot_detector with the 1,500 sample patterns of src/filters/bot.rs, a
