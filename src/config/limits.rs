@@ -3,6 +3,8 @@
 //! and their validation (every error with its YAML path).
 
 use super::file::{Dur, FileConfig};
+use super::redis::redis_block;
+pub use super::redis::{RedisConfig, RedisFile, DEFAULT_REDIS_TIMEOUT};
 use super::ConfigError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -71,15 +73,6 @@ pub struct BackendRateLimitFile {
     pub on_store_failure: Option<String>,
 }
 
-/// The top-level `redis:` block, used by limits with `store: redis`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RedisFile {
-    pub url: super::secret::SecretUrl,
-    #[serde(default)]
-    pub timeout: Option<Dur>,
-}
-
 // ---------------------------------------------------------------- typed values
 
 /// `max_rate` tokens per `every`, at most `capacity` in the bucket.
@@ -109,21 +102,9 @@ pub enum Store {
     Redis,
 }
 
-/// Default budget of one Redis decision.
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
-
 /// Largest burst window a Redis bucket keeps exactly: its Lua numbers are doubles, exact
 /// to the nanosecond up to 2^53 ns (about 104 days).
 pub const MAX_REDIS_BURST: u64 = 1 << 53;
-
-/// A validated `redis` block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// Printed with its password redacted.
-    pub url: super::secret::SecretUrl,
-    /// Budget of one decision (round trip included); past it, `on_store_failure` decides.
-    pub timeout: Duration,
-}
 
 /// What to do when a shared store (Redis) does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -269,7 +250,7 @@ pub fn validate(
             );
         }
     }
-    let redis = f.redis.as_ref().and_then(|r| redis_block(&mut e, r));
+    let redis = f.redis.as_ref().and_then(|r| redis_block(e.0, r));
     if f.redis.is_none() {
         for p in &redis_users {
             e.push(
@@ -284,33 +265,6 @@ pub fn validate(
         redis,
     };
     (limits, endpoints)
-}
-
-/// The `redis` block: a URL the client understands (checked offline: nothing connects
-/// before a request needs it) and a positive timeout.
-fn redis_block(e: &mut Errs, r: &RedisFile) -> Option<RedisConfig> {
-    let mut ok = true;
-    let url = r.url.clone();
-    if let Err(err) = redis::Client::open(url.expose()) {
-        e.push(
-            "redis.url",
-            format!(
-                "\"{url}\" is not a Redis URL: {}",
-                url.scrub(&err.to_string())
-            ),
-        );
-        ok = false;
-    }
-    let timeout = match r.timeout {
-        Some(Dur(d)) if d.is_zero() => {
-            e.push("redis.timeout", "must be > 0");
-            ok = false;
-            DEFAULT_REDIS_TIMEOUT
-        }
-        Some(Dur(d)) => d,
-        None => DEFAULT_REDIS_TIMEOUT,
-    };
-    ok.then_some(RedisConfig { url, timeout })
 }
 
 /// A Redis bucket's burst window must stay exact in the script's doubles.

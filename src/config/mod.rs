@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod limits;
+pub mod redis;
 pub mod secret;
 pub mod security;
 pub mod tls;
