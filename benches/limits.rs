@@ -10,7 +10,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dashmap::DashMap;
 use gatehouse::limits::bucket::{Bucket, Gcra};
 use gatehouse::limits::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
-use gatehouse::limits::{policy, RequestLimits};
+use gatehouse::limits::{policy, Request, RequestLimits};
 use pingora::http::RequestHeader;
 use std::future::Future;
 use std::time::Duration;
@@ -173,9 +173,13 @@ endpoints:
         bch.iter(|| {
             now += 1_000;
             let mut st = RequestLimits::default();
+            let asked = Request {
+                head: &req,
+                ip,
+                now,
+            };
             black_box(block_on(
-                rt.limits
-                    .check_request(endpoint, &req, ip, None, now, &mut st),
+                rt.limits.check_request(endpoint, &asked, None, &mut st),
             ))
             .ok();
             black_box(st.guard.is_some())

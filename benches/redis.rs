@@ -11,7 +11,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use gatehouse::limits::RequestLimits;
+use gatehouse::limits::{Request, RequestLimits};
 use gatehouse::runtime::Runtime;
 use pingora::http::RequestHeader;
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,9 +86,14 @@ async fn run(
                 let start = Instant::now();
                 let now = gatehouse::clock::now_ns(start);
                 let endpoint = limits.endpoints[0].limiter.as_deref();
+                let asked = Request {
+                    head: &req,
+                    ip: ip(i),
+                    now,
+                };
                 let r = limits
                     .limits
-                    .check_request(endpoint, &req, ip(i), None, now, &mut st)
+                    .check_request(endpoint, &asked, None, &mut st)
                     .await;
                 lat.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
                 if r.is_err() {

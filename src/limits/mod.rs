@@ -55,6 +55,16 @@ fn gcra(r: &Rate) -> Gcra {
     Gcra::new(r.max_rate, r.capacity, r.every)
 }
 
+/// What the rate limits look at in a request.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub head: &'a RequestHeader,
+    /// The resolved client address.
+    pub ip: Option<IpAddr>,
+    /// The time, as `clock::now_ns`.
+    pub now: u64,
+}
+
 /// The limiters that belong to no endpoint (an endpoint's own block is in its runtime
 /// `Endpoint`, built by `Limits::endpoint`).
 #[derive(Default)]
@@ -185,14 +195,13 @@ impl Limits {
         })
     }
 
-    /// The request's rate limits: the service-wide block, then the endpoint's (`endpoint`).
+    /// The request's rate limits: the service-wide block, then the endpoint's (`endpoint`,
+    /// with the client key of its `param` strategy).
     pub async fn check_request(
         &self,
         endpoint: Option<&RouteLimiter>,
-        req: &RequestHeader,
-        ip: Option<IpAddr>,
+        r: &Request<'_>,
         param: Option<Key>,
-        now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
         let service = self.service.as_deref();
@@ -201,15 +210,15 @@ impl Limits {
             if let (Some(rs), Some(re)) = (&s.redis, &e.redis) {
                 if Arc::ptr_eq(rs, re) {
                     let blocks = [(s, None), (e, param)];
-                    return Box::pin(check_redis_blocks(rs, &blocks, req, ip, now, state)).await;
+                    return Box::pin(check_redis_blocks(rs, &blocks, r, state)).await;
                 }
             }
         }
         if let Some(s) = service {
-            s.check(req, ip, None, now, state).await?;
+            s.check(r, None, state).await?;
         }
         if let Some(e) = endpoint {
-            e.check(req, ip, param, now, state).await?;
+            e.check(r, param, state).await?;
         }
         Ok(())
     }
@@ -272,8 +281,9 @@ mod tests {
             now: u64,
             state: &mut RequestLimits,
         ) -> Result<(), Reject> {
+            let r = Request { head: req, ip, now };
             let ep = self.eps[i].as_deref();
-            self.l.check_request(ep, req, ip, param, now, state).await
+            self.l.check_request(ep, &r, param, state).await
         }
 
         async fn check_backend(

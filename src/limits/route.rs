@@ -7,7 +7,7 @@ use super::bucket::{Bucket, Gcra};
 use super::headers::RequestLimits;
 use super::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use super::redis::{self, RedisClient};
-use super::{gcra, limited, policy, store_unavailable};
+use super::{gcra, limited, policy, store_unavailable, Request};
 use crate::config::limits::{
     OnStoreFailure, Rate, RateLimitConfig, Store as StoreKind, Strategy, TierMatch,
 };
@@ -162,16 +162,14 @@ impl RouteLimiter {
 
     pub(super) async fn check(
         &self,
-        req: &RequestHeader,
-        ip: Option<IpAddr>,
+        r: &Request<'_>,
         param: Option<Key>,
-        now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
         match &self.redis {
-            None => self.check_local(req, ip, param, now, state),
+            None => self.check_local(r, param, state),
             // boxed: the Redis call's large future stays out of the local path's state
-            Some(r) => Box::pin(self.check_redis(r, req, ip, param, now, state)).await,
+            Some(redis) => Box::pin(self.check_redis(redis, r, param, state)).await,
         }
     }
 
@@ -179,16 +177,14 @@ impl RouteLimiter {
     #[inline]
     fn check_local(
         &self,
-        req: &RequestHeader,
-        ip: Option<IpAddr>,
+        r: &Request<'_>,
         param: Option<Key>,
-        now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
         let (client_name, shared_name, shared_reason) = self.names();
-        if let Some(set) = self.client_set(req) {
-            let key = self.client_key(req, ip, param);
-            let o = set.store.check(key, &set.gcra, now);
+        if let Some(set) = self.client_set(r.head) {
+            let key = self.client_key(r.head, r.ip, param);
+            let o = set.store.check(key, &set.gcra, r.now);
             if self.cfg.headers {
                 state.report(client_name, &set.gcra, &o);
             }
@@ -197,7 +193,7 @@ impl RouteLimiter {
             }
         }
         if let Some((g, b)) = &self.shared {
-            let o = b.check(g, now);
+            let o = b.check(g, r.now);
             if self.cfg.headers {
                 state.report(shared_name, g, &o);
             }
@@ -212,13 +208,11 @@ impl RouteLimiter {
     async fn check_redis(
         &self,
         redis: &Arc<RedisClient>,
-        req: &RequestHeader,
-        ip: Option<IpAddr>,
+        r: &Request<'_>,
         param: Option<Key>,
-        now: u64,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
-        check_redis_blocks(redis, &[(self, param)], req, ip, now, state).await
+        check_redis_blocks(redis, &[(self, param)], r, state).await
     }
 }
 
@@ -230,9 +224,7 @@ impl RouteLimiter {
 pub(super) async fn check_redis_blocks(
     redis: &Arc<RedisClient>,
     blocks: &[(&RouteLimiter, Option<Key>)],
-    req: &RequestHeader,
-    ip: Option<IpAddr>,
-    now: u64,
+    r: &Request<'_>,
     state: &mut RequestLimits,
 ) -> Result<(), Reject> {
     // (key, gcra, block index, is_client), at most a client and a shared bucket per block
@@ -240,12 +232,13 @@ pub(super) async fn check_redis_blocks(
     let mut meta: [(usize, bool); 4] = [(0, false); 4];
     let mut n = 0;
     let sets: [Option<&ClientSet>; 2] = [
-        blocks.first().and_then(|(b, _)| b.client_set(req)),
-        blocks.get(1).and_then(|(b, _)| b.client_set(req)),
+        blocks.first().and_then(|(b, _)| b.client_set(r.head)),
+        blocks.get(1).and_then(|(b, _)| b.client_set(r.head)),
     ];
     for (i, (b, param)) in blocks.iter().enumerate().take(2) {
         if let Some(set) = sets[i] {
-            keys[i] = redis::client_bucket_key(&set.redis_prefix, b.client_key(req, ip, *param));
+            keys[i] =
+                redis::client_bucket_key(&set.redis_prefix, b.client_key(r.head, r.ip, *param));
         }
     }
     let mut buckets: [(&str, &Gcra); 4] = [("", &ZERO); 4];
@@ -271,7 +264,7 @@ pub(super) async fn check_redis_blocks(
                 match b.cfg.on_store_failure {
                     OnStoreFailure::Allow => {}
                     OnStoreFailure::Deny => return Err(store_unavailable()),
-                    OnStoreFailure::Local => b.check_local(req, ip, *param, now, state)?,
+                    OnStoreFailure::Local => b.check_local(r, *param, state)?,
                 }
             }
             return Ok(());

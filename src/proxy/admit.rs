@@ -46,12 +46,14 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
     ctx.endpoint = Some(route.endpoint);
     ctx.upstream_uri = route.uri;
     ctx.deadline = ctx.start + ep.timeout;
-    let now = crate::clock::now_ns(ctx.start);
+    let asked = crate::limits::Request {
+        head: req.head,
+        ip: client,
+        now: crate::clock::now_ns(ctx.start),
+    };
     let limiter = ep.limiter.as_deref();
-    let key = route.limit_key;
-    let limits = &mut ctx.limits;
     rt.limits
-        .check_request(limiter, req.head, client, key, now, limits)
+        .check_request(limiter, &asked, route.limit_key, &mut ctx.limits)
         .await
 }
 

@@ -92,18 +92,11 @@ pub fn retry_connect(ctx: &Ctx) -> bool {
 /// attempt is not one of the backend's `retries`. Such attempts end with a new connection
 /// (never reused, so never retried this way) or with the pool, Pingora's `max_retries`
 /// or the endpoint's budget.
-pub fn error_while_proxy(
-    peer: &HttpPeer,
-    session: &mut Session,
-    e: Box<Error>,
-    ctx: &mut Ctx,
-    client_reused: bool,
-) -> Box<Error> {
-    let mut e = e.more_context(format!("Peer: {peer}"));
+pub fn may_retry(session: &Session, mut e: Box<Error>, ctx: &mut Ctx, reused: bool) -> Box<Error> {
     if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
         e.set_retry(false);
     } else {
-        e.retry.decide_reuse(client_reused);
+        e.retry.decide_reuse(reused);
     }
     if e.retry() {
         if Instant::now() < ctx.deadline {

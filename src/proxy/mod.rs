@@ -87,7 +87,8 @@ impl ProxyHttp for Gatehouse {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        forward::error_while_proxy(peer, session, e, ctx, client_reused)
+        let e = e.more_context(format!("Peer: {peer}"));
+        forward::may_retry(session, e, ctx, client_reused)
     }
 
     fn fail_to_connect(
