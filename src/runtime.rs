@@ -12,7 +12,7 @@ use crate::filters::bot::BotDetector;
 use crate::filters::{Chain, Filters};
 use crate::limits::{BackendLimiter, Limits, RouteLimiter};
 use crate::routing::{Rewrite, Router};
-use crate::upstream::backend::Backend;
+use crate::upstream;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,13 +26,20 @@ pub struct Runtime {
     pub router: Router,
     /// In the order of `config.endpoints`: the router's matches index it.
     pub endpoints: Vec<Endpoint>,
-    pub backends: BTreeMap<String, Arc<Backend>>,
+    pub backends: BTreeMap<String, Backend>,
     /// Client address resolution, the GeoIP database and the service-wide filters.
     pub filters: Filters,
-    /// The service-wide rate limit and the backends' limits; unchanged ones keep their buckets.
+    /// The service-wide rate limit and the Redis of `store: redis` limits.
     pub limits: Limits,
     /// 1 for the first config, +1 for each successful reload.
     pub generation: u64,
+}
+
+/// One backend: its hosts (discovery, health, balancing, circuit breaker) and its limits.
+pub struct Backend {
+    pub upstream: Arc<upstream::backend::Backend>,
+    /// `max_concurrent` and the backend's bucket, when it has either.
+    pub limiter: Option<Arc<BackendLimiter>>,
 }
 
 /// Everything a request routed to one endpoint runs through.
@@ -46,8 +53,9 @@ pub struct Endpoint {
     pub filters: Chain,
     /// The endpoint's own rate limit, checked after the service-wide one.
     pub limiter: Option<Arc<RouteLimiter>>,
-    pub backend: Arc<Backend>,
-    /// The backend's limits, shared by every endpoint of that backend.
+    /// The backend's hosts and limits: those of its entry in `Runtime::backends`, at hand
+    /// without a lookup by name.
+    pub backend: Arc<upstream::backend::Backend>,
     pub backend_limiter: Option<Arc<BackendLimiter>>,
     /// Its `gatehouse_requests_total` counters, kept at hand (src/metrics.rs).
     pub requests: crate::metrics::RouteCounters,
@@ -56,12 +64,12 @@ pub struct Endpoint {
 impl Runtime {
     pub fn compile(config: Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let router = Router::build(&config.endpoints)?;
-        let backends = backends(&config, previous);
         let old_bots = previous.map(Runtime::bot_detectors).unwrap_or_default();
         let mut errs = Vec::new();
         let filters =
             Filters::compile(&config, previous.map(|p| &p.filters), &old_bots, &mut errs)?;
         let limits = Limits::compile(&config, previous.map(|p| &p.limits));
+        let backends = backends(&config, previous, &limits);
         let old_limiters = crate::limits::by_ident(
             previous
                 .iter()
@@ -92,8 +100,8 @@ impl Runtime {
                 timeout: ep.timeout,
                 filters: filters.chain(&path, &ep.security, &old_bots, &mut errs),
                 limiter: limits.endpoint(ep, &old_limiters),
-                backend: Arc::clone(backend),
-                backend_limiter: limits.backends.get(&ep.backend).cloned(),
+                backend: Arc::clone(&backend.upstream),
+                backend_limiter: backend.limiter.clone(),
             });
         }
         if !errs.is_empty() {
@@ -120,16 +128,31 @@ impl Runtime {
     }
 }
 
-/// The backends of `config`. An unchanged backend is the previous one (same hosts, health,
-/// breaker); a changed one still inherits host health and discovered hosts.
-fn backends(config: &Config, previous: Option<&Runtime>) -> BTreeMap<String, Arc<Backend>> {
+/// The backends of `config`. An unchanged backend keeps its hosts (health, breaker) and a
+/// changed one still inherits host health and discovered hosts; an unchanged limit keeps its
+/// buckets and in-flight count.
+fn backends(
+    config: &Config,
+    previous: Option<&Runtime>,
+    limits: &Limits,
+) -> BTreeMap<String, Backend> {
     let mut backends = BTreeMap::new();
     for (name, cfg) in &config.backends {
         let prev = previous.and_then(|p| p.backends.get(name));
-        let reused = prev.filter(|b| b.cfg == *cfg).cloned();
-        let b = reused
-            .unwrap_or_else(|| Arc::new(Backend::new_after(name, cfg.clone(), prev.map(|b| &**b))));
-        backends.insert(name.clone(), b);
+        let prev_hosts = prev.map(|b| &b.upstream);
+        let upstream = prev_hosts
+            .filter(|b| b.cfg == *cfg)
+            .cloned()
+            .unwrap_or_else(|| {
+                let inherit = prev_hosts.map(|b| &**b);
+                Arc::new(upstream::backend::Backend::new_after(
+                    name,
+                    cfg.clone(),
+                    inherit,
+                ))
+            });
+        let limiter = limits.backend(name, config, prev.and_then(|b| b.limiter.as_ref()));
+        backends.insert(name.clone(), Backend { upstream, limiter });
     }
     backends
 }
@@ -155,12 +178,13 @@ endpoints:
         let changed = BASE.replace("127.0.0.1:9002", "127.0.0.1:9003");
         let second =
             Runtime::compile(crate::config::parse(&changed).unwrap(), Some(&first)).unwrap();
-        assert!(Arc::ptr_eq(&first.backends["a"], &second.backends["a"]));
-        assert!(!Arc::ptr_eq(&first.backends["b"], &second.backends["b"]));
+        let hosts = |rt: &Runtime, name: &str| Arc::clone(&rt.backends[name].upstream);
+        assert!(Arc::ptr_eq(&hosts(&first, "a"), &hosts(&second, "a")));
+        assert!(!Arc::ptr_eq(&hosts(&first, "b"), &hosts(&second, "b")));
         assert_eq!(second.generation, 2);
         assert!(Arc::ptr_eq(
             &second.endpoints[0].backend,
-            &second.backends["a"]
+            &second.backends["a"].upstream
         ));
     }
 }

@@ -36,7 +36,7 @@ use local::Key;
 use pingora::http::RequestHeader;
 use redis::RedisClient;
 use route::{check_redis_blocks, Scope};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -65,13 +65,11 @@ pub struct Request<'a> {
     pub now: u64,
 }
 
-/// The limiters that belong to no endpoint (an endpoint's own block is in its runtime
-/// `Endpoint`, built by `Limits::endpoint`).
+/// The limiters that belong to neither an endpoint nor a backend (those are in the
+/// runtime's `Endpoint` and `Backend`, built by `Limits::endpoint` and `Limits::backend`).
 #[derive(Default)]
 pub struct Limits {
     pub service: Option<Arc<RouteLimiter>>,
-    /// Only backends that have a limit.
-    pub backends: BTreeMap<String, Arc<BackendLimiter>>,
     /// The Redis of `store: redis` limits, kept across reloads while its block is unchanged.
     pub redis: Option<Arc<RedisClient>>,
 }
@@ -112,7 +110,7 @@ pub fn by_ident<'a>(
 }
 
 impl Limits {
-    /// Compiles the limits of `config` that belong to no endpoint, reusing (same `Arc`, same
+    /// Compiles the limits of `config` that belong to neither an endpoint nor a backend, reusing (same `Arc`, same
     /// buckets) every limiter of `previous` whose identity and config are unchanged.
     pub fn compile(config: &Config, previous: Option<&Limits>) -> Limits {
         let l = &config.limits;
@@ -132,7 +130,6 @@ impl Limits {
         });
         let mut limits = Limits {
             service: None,
-            backends: BTreeMap::new(),
             redis,
         };
         limits.service = l.service.as_ref().map(|cfg| {
@@ -149,20 +146,6 @@ impl Limits {
                     ))
                 })
         });
-        limits.backends = l
-            .backends
-            .iter()
-            .map(|(name, cfg)| {
-                let b = previous
-                    .and_then(|p| p.backends.get(name))
-                    .filter(|p| p.cfg == *cfg && limits.keeps(&p.redis, cfg.store))
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(BackendLimiter::new(name, cfg, limits.redis.clone()))
-                    });
-                (name.clone(), b)
-            })
-            .collect();
         limits
     }
 
@@ -193,6 +176,23 @@ impl Limits {
                 self.redis.clone(),
             )),
         })
+    }
+
+    /// The limiter of a backend that has limits (`config.limits.backends`): `previous`, the
+    /// one of the previous runtime, when its config and store are unchanged.
+    pub fn backend(
+        &self,
+        name: &str,
+        config: &Config,
+        previous: Option<&Arc<BackendLimiter>>,
+    ) -> Option<Arc<BackendLimiter>> {
+        let cfg = config.limits.backends.get(name)?;
+        Some(
+            previous
+                .filter(|p| p.cfg == *cfg && self.keeps(&p.redis, cfg.store))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(BackendLimiter::new(name, cfg, self.redis.clone()))),
+        )
     }
 
     /// The request's rate limits: the service-wide block, then the endpoint's (`endpoint`,
@@ -245,6 +245,7 @@ pub async fn check_backend(
 mod tests {
     use super::*;
     use crate::config::parse;
+    use std::collections::BTreeMap;
     use std::future::Future;
 
     /// The limits of `cfg` as the runtime assembles them: those of no endpoint, each
@@ -253,6 +254,7 @@ mod tests {
         l: Limits,
         eps: Vec<Option<Arc<RouteLimiter>>>,
         eb: Vec<Option<Arc<BackendLimiter>>>,
+        backends: BTreeMap<String, Arc<BackendLimiter>>,
     }
 
     fn build(cfg: &Config, prev: Option<&Built>) -> Built {
@@ -263,12 +265,25 @@ mod tests {
             .iter()
             .map(|ep| l.endpoint(ep, &old))
             .collect();
+        let backends: BTreeMap<String, Arc<BackendLimiter>> = cfg
+            .backends
+            .keys()
+            .filter_map(|name| {
+                let old = prev.and_then(|p| p.backends.get(name));
+                Some((name.clone(), l.backend(name, cfg, old)?))
+            })
+            .collect();
         let eb = cfg
             .endpoints
             .iter()
-            .map(|ep| l.backends.get(&ep.backend).cloned())
+            .map(|ep| backends.get(&ep.backend).cloned())
             .collect();
-        Built { l, eps, eb }
+        Built {
+            l,
+            eps,
+            eb,
+            backends,
+        }
     }
 
     impl Built {
@@ -477,7 +492,7 @@ endpoints:
             "    rate_limit: { max_rate: 2, every: 1h }\n    max_concurrent: 1",
         );
         let l = build(&cfg, None);
-        let b = &l.l.backends["a"];
+        let b = &l.backends["a"];
         let mut st = RequestLimits::default();
         assert!(block_on(l.check_backend(0, 0, &mut st)).is_ok());
         assert_eq!(b.in_flight(), 1);
@@ -520,9 +535,9 @@ endpoints:
             first.eps[0].as_ref().unwrap(),
             same.eps[0].as_ref().unwrap()
         ));
-        assert!(Arc::ptr_eq(&first.l.backends["a"], &same.l.backends["a"]));
+        assert!(Arc::ptr_eq(&first.backends["a"], &same.backends["a"]));
         assert!(Arc::ptr_eq(
-            &same.l.backends["a"],
+            &same.backends["a"],
             same.eb[1].as_ref().unwrap()
         ));
 
@@ -540,7 +555,7 @@ endpoints:
             same.eps[0].as_ref().unwrap(),
             next.eps[0].as_ref().unwrap()
         ));
-        assert!(!Arc::ptr_eq(&same.l.backends["a"], &next.l.backends["a"]));
+        assert!(!Arc::ptr_eq(&same.backends["a"], &next.backends["a"]));
     }
 
     #[test]
@@ -560,7 +575,7 @@ endpoints:
             &first.l.service.as_ref().unwrap().redis,
             Some(r)
         ));
-        assert!(same_redis(&first.l.backends["a"].redis, Some(r)));
+        assert!(same_redis(&first.backends["a"].redis, Some(r)));
         assert!(first.eps[0].as_ref().unwrap().redis.is_none(), "local");
         let same = build(&yaml(1), Some(&first));
         assert!(Arc::ptr_eq(r, same.l.redis.as_ref().unwrap()));
@@ -575,7 +590,7 @@ endpoints:
             same.l.service.as_ref().unwrap(),
             moved.l.service.as_ref().unwrap()
         ));
-        assert!(!Arc::ptr_eq(&same.l.backends["a"], &moved.l.backends["a"]));
+        assert!(!Arc::ptr_eq(&same.backends["a"], &moved.backends["a"]));
         assert!(Arc::ptr_eq(
             same.eps[0].as_ref().unwrap(),
             moved.eps[0].as_ref().unwrap()
@@ -624,7 +639,7 @@ endpoints:
                     block_on(l.check_backend(0, 0, &mut st))
                 })
                 .collect();
-            assert_eq!(l.l.backends["a"].in_flight(), 0, "{mode}");
+            assert_eq!(l.backends["a"].in_flight(), 0, "{mode}");
             got
         };
         assert_eq!(decide("allow"), [Ok(()), Ok(()), Ok(())]);

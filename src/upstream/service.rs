@@ -37,7 +37,7 @@ impl BackgroundService for UpstreamService {
             }
             let rt = self.shared.load_full();
             let now = Instant::now();
-            for b in rt.backends.values() {
+            for b in rt.backends.values().map(|b| &b.upstream) {
                 if discovery::refresh(&b.cfg.discovery).is_some() && take_discovery(b, now) {
                     let stale = resolver.as_ref().is_none_or(|(c, _)| *c != rt.config.dns);
                     if stale {
