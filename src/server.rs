@@ -116,7 +116,7 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     server.add_service(background_service(
         "upstreams",
         crate::upstream::service::UpstreamService {
-            shared: shared.clone(),
+            backends: upstream_backends(shared.clone()),
         },
     ));
     server.add_service(background_service(
@@ -127,4 +127,17 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         },
     ));
     server.run_forever()
+}
+
+/// The backends of the live runtime, for the upstreams' background service.
+fn upstream_backends(
+    shared: Shared,
+) -> Box<dyn Fn() -> crate::upstream::service::Backends + Send + Sync> {
+    Box::new(move || {
+        let rt = shared.load();
+        crate::upstream::service::Backends {
+            backends: rt.backends.values().map(|b| b.upstream.clone()).collect(),
+            dns: rt.config.dns.clone(),
+        }
+    })
 }

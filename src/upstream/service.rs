@@ -1,12 +1,11 @@
-//! The one background service of upstreams: each tick it walks the backends of the current
-//! runtime (Pingora services cannot be added after start, and backends come and go with
-//! reloads) and starts what is due: a DNS refresh, a round of active health checks. Each runs
+//! The one background service of upstreams: each tick it walks the backends of the moment
+//! (Pingora services cannot be added after start, and backends come and go with reloads:
+//! `UpstreamService::backends` asks the live runtime for them) and starts what is due: a DNS refresh, a round of active health checks. Each runs
 //! as its own task so that a slow host or resolver delays nothing else.
 
 use super::backend::Backend;
 use super::discovery;
 use crate::config::{DnsConfig, HealthCheckConfig};
-use crate::runtime::Shared;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -20,8 +19,15 @@ use std::time::{Duration, Instant};
 /// How often due work is looked for: the finest `refresh`/`interval` that makes sense.
 pub const TICK: Duration = Duration::from_millis(50);
 
+/// The backends to look after now, and the resolver settings of their DNS discovery.
+pub struct Backends {
+    pub backends: Vec<Arc<Backend>>,
+    pub dns: Option<DnsConfig>,
+}
+
 pub struct UpstreamService {
-    pub shared: Shared,
+    /// Called once per tick: the backends of the current runtime.
+    pub backends: Box<dyn Fn() -> Backends + Send + Sync>,
 }
 
 #[async_trait]
@@ -35,14 +41,14 @@ impl BackgroundService for UpstreamService {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let rt = self.shared.load_full();
+            let Backends { backends, dns } = (self.backends)();
             let now = Instant::now();
-            for b in rt.backends.values().map(|b| &b.upstream) {
+            for b in &backends {
                 if discovery::refresh(&b.cfg.discovery).is_some() && take_discovery(b, now) {
-                    let stale = resolver.as_ref().is_none_or(|(c, _)| *c != rt.config.dns);
+                    let stale = resolver.as_ref().is_none_or(|(c, _)| *c != dns);
                     if stale {
-                        match discovery::resolver(rt.config.dns.as_ref()) {
-                            Ok(r) => resolver = Some((rt.config.dns.clone(), r)),
+                        match discovery::resolver(dns.as_ref()) {
+                            Ok(r) => resolver = Some((dns.clone(), r)),
                             Err(e) => warn!("DNS discovery: {e}"),
                         }
                     }
