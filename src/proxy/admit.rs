@@ -222,4 +222,81 @@ mod tests {
         let unlimited = server("{ listen: [\"127.0.0.1:1\"] }");
         assert_eq!(edge_checks(&unlimited, false, &big), Ok(()));
     }
+
+    fn runtime(security: &str) -> std::sync::Arc<Runtime> {
+        let yaml = format!(
+            r#"
+version: 1
+server: {{ listen: ["127.0.0.1:0"], max_body_size: 1KB }}
+security: {security}
+backends:
+  a: {{ discovery: {{ static: ["127.0.0.1:9001"] }} }}
+endpoints:
+  - path: "/p/{{id}}"
+    methods: [GET]
+    backend: a
+    rewrite: "/q/{{id}}"
+    rate_limit: {{ max_rate: 1, every: 1h }}
+"#
+        );
+        let cfg = crate::config::parse(&yaml).unwrap();
+        std::sync::Arc::new(Runtime::compile(cfg, None).unwrap())
+    }
+
+    async fn run(rt: &std::sync::Arc<Runtime>, head: &RequestHeader) -> (Result<(), Reject>, Ctx) {
+        let mut ctx = Ctx::new(rt.clone());
+        let req = Request {
+            head,
+            peer: Some("10.0.0.1".parse().unwrap()),
+            tls: false,
+        };
+        let r = admit(rt, &req, &mut ctx).await;
+        (r, ctx)
+    }
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = req(path, headers);
+        r.set_method(http::Method::GET);
+        r
+    }
+
+    /// The stages answer in the order they run: the edge before the filters, the filters
+    /// before routing.
+    #[tokio::test]
+    async fn the_first_stage_that_refuses_answers() {
+        let open = runtime("{}");
+        let deny = runtime("{ ip_filter: { mode: deny, cidrs: [10.0.0.0/8] } }");
+        let big_unrouted = get("/nowhere", &[("content-length", "2048")]);
+        let (r, ctx) = run(&deny, &big_unrouted).await;
+        assert_eq!(r.unwrap_err().reason, Reason::BodyTooLarge);
+        assert_eq!(ctx.client_ip, None, "refused before the client address");
+        let (r, ctx) = run(&deny, &get("/nowhere", &[])).await;
+        assert_eq!(r.unwrap_err().reason, Reason::IpFilter);
+        assert_eq!(ctx.client_ip, Some("10.0.0.1".parse().unwrap()));
+        let (r, _) = run(&open, &get("/nowhere", &[])).await;
+        assert_eq!(r.unwrap_err().reason, Reason::NotFound);
+        let (r, ctx) = run(&open, &req("/p/7", &[])).await;
+        assert_eq!(
+            r.unwrap_err(),
+            Reject::new(Reason::MethodNotAllowed).allow("GET")
+        );
+        assert_eq!(ctx.endpoint, None);
+        let (r, _) = run(&open, &get("/p/%zz", &[])).await;
+        assert_eq!(r.unwrap_err().reason, Reason::BadRequest);
+    }
+
+    /// An admitted request carries its endpoint, budget and upstream path; one refused by
+    /// the rate limits keeps its endpoint for the metrics and the access log.
+    #[tokio::test]
+    async fn routing_is_kept_whatever_the_limits_say() {
+        let rt = runtime("{}");
+        let (r, ctx) = run(&rt, &get("/p/7?x=1", &[])).await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(ctx.endpoint, Some(0));
+        assert_eq!(ctx.upstream_uri.unwrap(), "/q/7?x=1");
+        assert!(ctx.deadline > ctx.start);
+        let (r, ctx) = run(&rt, &get("/p/8", &[])).await;
+        assert_eq!(r.unwrap_err().reason, Reason::EndpointRateLimit);
+        assert_eq!(ctx.endpoint, Some(0));
+    }
 }
