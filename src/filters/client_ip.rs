@@ -23,10 +23,6 @@ impl ClientIpResolver {
         ClientIpResolver { trusted, headers }
     }
 
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.contains(ip)
-    }
-
     /// The client address of a request from `peer` with `headers`. No allocation.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);

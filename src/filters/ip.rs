@@ -7,7 +7,7 @@
 //! addresses written in IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) are treated as IPv4, both in
 //! the list and in lookups.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// One parsed CIDR (host bits cleared). A bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,14 +201,6 @@ impl CidrSet {
             IpAddr::V6(v6) => self.v6.contains(u128::from(v6)),
         }
     }
-
-    pub fn contains_v4(&self, ip: Ipv4Addr) -> bool {
-        self.v4.contains(u32::from(ip))
-    }
-
-    pub fn contains_v6(&self, ip: Ipv6Addr) -> bool {
-        self.contains(IpAddr::V6(ip))
-    }
 }
 
 /// Sorts ranges and merges the overlapping or adjacent ones.
@@ -280,6 +272,7 @@ impl IpFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
