@@ -158,12 +158,6 @@ impl Reject {
     }
 }
 
-impl From<Reason> for Reject {
-    fn from(reason: Reason) -> Reject {
-        Reject::new(reason)
-    }
-}
-
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.reason.id(), self.status())?;
@@ -187,7 +181,7 @@ mod tests {
         let r = Reject::new(Reason::CircuitOpen).retry_after(3);
         assert_eq!(r.status(), 503);
         assert_eq!(r.retry_after, Some(3));
-        assert_eq!(Reject::from(Reason::ClientRateLimit).status(), 429);
+        assert_eq!(Reject::new(Reason::ClientRateLimit).status(), 429);
         assert_eq!(
             Reject::new(Reason::NotFound).detail("x").to_string(),
             "not_found (404): x"
