@@ -10,6 +10,7 @@ pub mod filters;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
 pub mod server;
