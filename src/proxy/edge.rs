@@ -29,6 +29,8 @@ pub fn forwarded_proto(session: &Session) -> &'static str {
 #[derive(Debug, PartialEq, Eq)]
 pub enum EdgeDecision {
     Pass,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2: the server must answer 400).
+    NoHost,
     /// 308 to this https URL.
     Redirect(String),
     /// Content-Length above the limit.
@@ -67,6 +69,9 @@ pub fn decide(
     tls: bool,
     req: &pingora::http::RequestHeader,
 ) -> EdgeDecision {
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        return EdgeDecision::NoHost;
+    }
     if let Some(t) = server.tls.as_ref().filter(|t| t.redirect_http && !tls) {
         let host = req
             .headers
@@ -98,6 +103,15 @@ pub async fn request_filter(session: &mut Session, ctx: &mut Ctx) -> Result<bool
     };
     match decide(&rt.config.server, is_tls(session), session.req_header()) {
         EdgeDecision::Pass => Ok(false),
+        EdgeDecision::NoHost => {
+            ctx.reason = Some(Reason::BadRequest);
+            let extra = Extra {
+                detail: Some("An HTTP/1.1 request must carry a Host header"),
+                ..Default::default()
+            };
+            respond::send(session, Reason::BadRequest, &extra).await?;
+            Ok(true)
+        }
         EdgeDecision::Redirect(url) => {
             ctx.reason = Some(Reason::RedirectHttps);
             let extra = Extra {
@@ -184,6 +198,7 @@ mod tests {
 
     fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        r.insert_header("host", "t").unwrap();
         for (k, v) in headers {
             r.insert_header(k.to_string(), *v).unwrap();
         }
@@ -199,6 +214,21 @@ mod tests {
         assert_eq!(https_url("example.com", 443, "/"), "https://example.com/");
         assert_eq!(https_url("[::1]:80", 443, "/x"), "https://[::1]/x");
         assert_eq!(https_url("[::1]", 8443, "/x"), "https://[::1]:8443/x");
+    }
+
+    #[test]
+    fn http11_needs_host() {
+        let s = server("{ listen: [\"127.0.0.1:1\"] }");
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(decide(&s, false, &r), EdgeDecision::NoHost);
+        r.set_version(http::Version::HTTP_10);
+        assert_eq!(decide(&s, false, &r), EdgeDecision::Pass);
+        r.set_version(http::Version::HTTP_2);
+        assert_eq!(
+            decide(&s, false, &r),
+            EdgeDecision::Pass,
+            "h2 has :authority"
+        );
     }
 
     #[test]

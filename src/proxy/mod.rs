@@ -151,6 +151,17 @@ impl ProxyHttp for Gatehouse {
     /// request; gatehouse does not compress, so it is left out.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// HTTP/1.1 pipelining: requests a client sends before reading the previous answer are
+    /// served one after another, in order, on the same connection (RFC 9112 §9.3.2). Without
+    /// it Pingora answers the first and closes the connection. Set on each request, since the
+    /// first one's session exists only from here on.
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        if let pingora::protocols::http::ServerSession::H1(h1) = &mut *session.downstream_session {
+            h1.set_pipelining_enabled(true);
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.shared.load_full();
         ctx.start = Instant::now();
@@ -369,6 +380,13 @@ impl ProxyHttp for Gatehouse {
                 .parse()
                 .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad rewritten uri"))?;
             upstream.set_uri(parsed);
+        } else if !matches!(upstream.raw_path().first(), Some(b'/' | b'*')) {
+            // An absolute-form target (`GET http://host/p`): Pingora keeps its bytes for the
+            // wire and gives the URI (which routing read) only its path. An origin server gets
+            // origin-form (RFC 9112 §3.2.1), so the URI becomes the target. Pingora has
+            // already refused one whose authority differs from Host.
+            let origin = upstream.uri.clone();
+            upstream.set_uri(origin);
         }
         if let Some(peer) = client_addr(session) {
             // Always appended (like nginx's $proxy_add_x_forwarded_for): the rightmost entry
@@ -429,7 +447,10 @@ impl ProxyHttp for Gatehouse {
         response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // --- RateLimit headers (src/limits) ---
+        // RateLimit headers go on the final response, not on a 1xx interim one.
+        if response.status.is_informational() {
+            return Ok(());
+        }
         if let Some((policy, state)) = ctx.limits.headers() {
             response.insert_header("ratelimit-policy", policy)?;
             response.insert_header("ratelimit", state)?;
