@@ -10,7 +10,9 @@ pub use super::{
 };
 
 use super::client::{build_request, read_response, Response};
-use pingora::tls::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslStream, SslVersion};
+use pingora::tls::ssl::{
+    SslAcceptor, SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVersion,
+};
 use pingora::tls::x509::X509;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -104,6 +106,9 @@ pub struct ClientTls<'a> {
     pub alpn: &'a [&'a str],
     pub min: Option<SslVersion>,
     pub max: Option<SslVersion>,
+    /// Key-exchange groups offered, as an OpenSSL group list (`X25519:P-256`); OpenSSL's
+    /// default if unset.
+    pub groups: Option<&'a str>,
 }
 
 impl<'a> ClientTls<'a> {
@@ -114,6 +119,7 @@ impl<'a> ClientTls<'a> {
             alpn: &[],
             min: None,
             max: None,
+            groups: None,
         }
     }
 
@@ -125,6 +131,9 @@ impl<'a> ClientTls<'a> {
             // OpenSSL 3 only speaks TLS 1.1 at security level 0.
             b.set_cipher_list("DEFAULT@SECLEVEL=0")
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(groups) = self.groups {
+            b.set_groups_list(groups).map_err(|e| e.to_string())?;
         }
         b.set_min_proto_version(self.min)
             .map_err(|e| e.to_string())?;
@@ -179,6 +188,22 @@ impl TlsConn {
         gatehouse::tls::cert_names(&c)
     }
 
+    /// The key-exchange group of the handshake, by OpenSSL's name (`X25519MLKEM768`, `x25519`,
+    /// `secp384r1`).
+    pub fn group(&self) -> Option<String> {
+        // The safe API has no accessor for it. An `&SslRef` is the `SSL *` it wraps.
+        let ssl = self.ssl() as *const pingora::tls::ssl::SslRef as *mut pingora::tls::ssl_sys::SSL;
+        // SAFETY: `ssl` is a live SSL for the duration of the call; the name is a static
+        // string owned by OpenSSL, copied before returning.
+        let name = unsafe { pingora::tls::ssl_sys::SSL_get0_group_name(ssl) };
+        if name.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated, owned by OpenSSL.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) };
+        Some(name.to_string_lossy().into_owned())
+    }
+
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.ssl().selected_alpn_protocol().map(|p| p.to_vec())
     }
@@ -200,6 +225,57 @@ impl TlsConn {
         self.request("GET", path, &[], b"")
     }
 }
+/// A client that offers the session of its previous connection on the next one, as a browser
+/// resumes: each `get` opens a connection, asks once (`Connection: close`) and keeps the
+/// session it ends with.
+pub struct ResumingClient {
+    connector: SslConnector,
+    sni: String,
+    session: Option<SslSession>,
+}
+
+impl ResumingClient {
+    pub fn new(tls: &ClientTls<'_>) -> Result<ResumingClient, String> {
+        Ok(ResumingClient {
+            connector: tls.connector()?,
+            sni: tls.sni.to_string(),
+            session: None,
+        })
+    }
+
+    /// One GET on a new connection: the response and whether the session was resumed.
+    pub fn get(&mut self, addr: SocketAddr, path: &str) -> Result<(Response, bool), String> {
+        let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15)))
+            .map_err(|e| e.to_string())?;
+        let mut cfg = self.connector.configure().map_err(|e| e.to_string())?;
+        if let Some(s) = &self.session {
+            // SAFETY: every kept session comes from a connection of `self.connector`.
+            unsafe { cfg.set_session(s) }.map_err(|e| e.to_string())?;
+        }
+        let s = cfg
+            .connect(&self.sni, tcp)
+            .map_err(|e| format!("handshake: {e}"))?;
+        let mut c = TlsConn {
+            reader: BufReader::new(s),
+        };
+        let r = c
+            .request("GET", path, &[("Connection", "close")], b"")
+            .map_err(|e| e.to_string())?;
+        // TLS 1.3 tickets may follow the response: read up to the close to have them, and
+        // close cleanly (OpenSSL does not resume a session whose connection was cut).
+        let _ = std::io::Read::read_to_end(&mut c.reader, &mut Vec::new());
+        let _ = c.reader.get_mut().shutdown();
+        self.session = c.ssl().session().map(|s| s.to_owned());
+        Ok((r, c.ssl().session_reused()))
+    }
+
+    /// The lifetime the server gave the kept session (its ticket), in seconds.
+    pub fn session_timeout(&self) -> Option<i64> {
+        self.session.as_ref().map(|s| s.timeout())
+    }
+}
+
 /// An HTTPS/1.1 upstream answering `200 tls upstream <target>` on every request.
 pub struct TlsUpstream {
     pub addr: SocketAddr,
