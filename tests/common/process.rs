@@ -108,7 +108,10 @@ impl Gatehouse {
             match Self::start_once(yaml, ports) {
                 Started::Ready(g) => return Ok(g),
                 Started::Failed(e) => return Err(e),
-                Started::PortTaken(e) => last = e,
+                Started::PortTaken(e) => {
+                    eprintln!("gatehouse on {ports:?}: a port was taken, trying others");
+                    last = e;
+                }
             }
         }
         Err(format!(
