@@ -15,8 +15,12 @@ deps:
 	if [ -n "$$missing" ]; then (apt-get update -qq || true) && apt-get install -y -qq $$missing; fi
 
 # redis-server: the `store: redis` tests and benches start their own on a free port.
+# curl: the tutorial test runs the commands of docs/tutorial.md, which use it.
 test-deps: deps
-	@command -v redis-server >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then (apt-get update -qq || true) && apt-get install -y -qq $$missing; fi
 
 build: deps
 	cargo build --release

@@ -21,6 +21,11 @@
 //!   and in the copy of `conf/`, by ports that were free a moment before, and `0.0.0.0` by
 //!   `127.0.0.1` in the copy of `conf/`. Should another process take one of them first
 //!   (a gatehouse log then says "is in use"), the whole tutorial is run again on new ports.
+//!
+//! Two more checks keep the rest of the documentation honest: every relative link of the
+//! README, the changelog and `docs/` leads to a file and heading that exist (and the README
+//! stays a front page of at most 250 lines), and every key of `conf/gatehouse.yaml` is named
+//! on `docs/configuration.md`, which links it to the page that explains it.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -592,5 +597,168 @@ prose\n\
     assert_eq!(
         command("make run", &free_ports(), &make_run_recipe()),
         format!("{} -c conf/gatehouse.yaml", shell_quote(BIN))
+    );
+}
+
+/// GitHub's anchor of a heading: lower case, spaces to `-`, punctuation other than `-` and
+/// `_` dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (outside code blocks).
+fn anchors(md: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut v = Vec::new();
+    for l in md.lines() {
+        if l.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && l.starts_with('#') {
+            v.push(anchor(l.trim_start_matches('#').replace('\\', "").as_str()));
+        }
+    }
+    v
+}
+
+/// The targets of the inline links `[text](target)` of a markdown file, outside code.
+fn links(md: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut v = Vec::new();
+    for l in md.lines() {
+        if l.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = l;
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            match after.find(')') {
+                Some(j) => {
+                    v.push(after[..j].to_string());
+                    rest = &after[j..];
+                }
+                None => break,
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn every_link_of_the_readme_and_the_docs_resolves() {
+    let root = Path::new(ROOT);
+    let mut pages = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let p = e.expect("dir entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(p);
+        }
+    }
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let md = std::fs::read_to_string(page).expect("read page");
+        for target in links(&md) {
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            checked += 1;
+            let (file, frag) = match target.split_once('#') {
+                Some((f, a)) => (f, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().expect("parent").join(file)
+            };
+            if !path.exists() {
+                broken.push(format!("{}: {target} (no such file)", page.display()));
+                continue;
+            }
+            if let Some(frag) = frag {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if !anchors(&text).iter().any(|a| a == frag) {
+                    broken.push(format!("{}: {target} (no such heading)", page.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links found");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let n = readme.lines().count();
+    assert!(
+        n <= 250,
+        "README.md has {n} lines; it is a front page (at most 250)"
+    );
+}
+
+/// The keys of a YAML config, commented-out examples included (a `#` that starts a line's
+/// text before column 20; comments further right are prose).
+fn config_keys(yaml: &str) -> Vec<String> {
+    let ident = |s: &str| -> Option<String> {
+        let s = s.trim_start();
+        let end = s
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(s.len());
+        let (name, after) = s.split_at(end);
+        (!name.is_empty() && after.starts_with(':')).then(|| name.to_string())
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for l in yaml.lines() {
+        let text = match l.find('#') {
+            Some(i) if l[..i].trim().is_empty() && i < 20 => &l[i + 1..],
+            Some(i) => &l[..i],
+            None => l,
+        };
+        let text = text.trim_start().trim_start_matches("- ");
+        let mut found: Vec<String> = ident(text).into_iter().collect();
+        // Keys of a flow mapping: `{ listen: "...", timeout: 1s }`.
+        if let Some(i) = text.find('{') {
+            for part in text[i..].split(['{', ',']).skip(1) {
+                found.extend(ident(part));
+            }
+        }
+        for k in found {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_key_of_the_example_config_is_in_the_configuration_page() {
+    let root = Path::new(ROOT);
+    let yaml = std::fs::read_to_string(root.join("conf/gatehouse.yaml")).expect("config");
+    let page = std::fs::read_to_string(root.join("docs/configuration.md")).expect("page");
+    let keys = config_keys(&yaml);
+    assert!(keys.len() > 80, "only {} keys found: {keys:?}", keys.len());
+    let named = |k: &str| {
+        page.match_indices(k).any(|(i, _)| {
+            let before = page[..i].chars().next_back();
+            let after = page[i + k.len()..].chars().next();
+            matches!(before, Some('`' | '.' | ' '))
+                && matches!(after, Some('`' | '.' | ',' | '[' | ' '))
+        })
+    };
+    let missing: Vec<&String> = keys.iter().filter(|k| !named(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "keys of conf/gatehouse.yaml that docs/configuration.md does not name: {missing:?}"
     );
 }
