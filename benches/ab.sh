@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Before/after in one run: several gatehouse builds side by side behind one upstream, each
-# with the passthrough config and with the full chain of SPEC §7 (benches/full_chain.py), one
+# with the passthrough config and with the full filter chain (benches/full_chain.py), one
 # worker each; oha runs alternated round-robin over all of them so drift on the machine hits
 # every build alike. Prints, per build and config, the median requests/s and CPU microseconds
 # per request (utime+stime of the process from /proc) over the rounds.

@@ -9,7 +9,7 @@
 # small body), nginx as a plain proxy, nginx_rules (nginx with the rules equivalent to the
 # full chain: a geo block with the same 1,000 CIDRs, geoip2 with the same database and a map
 # denying KP, a map of the same 1,500 User-Agent regexes with PCRE JIT, limit_req with a rate
-# too high to reject), gatehouse passthrough, gatehouse with the full filter chain of SPEC §7
+# too high to reject), gatehouse passthrough, gatehouse with the full filter chain
 # (gatehouse_full: ip_filter with 1,000 CIDRs, geofence, bot_detector with 1,500 patterns, a
 # client rate limit too high to reject, a circuit breaker; every request passes all of them);
 # then nginx and gatehouse passthrough again over HTTPS with the same certificate (ECDSA
