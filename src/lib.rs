@@ -11,6 +11,7 @@ pub mod filters;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reject;
 pub mod reload;
 pub mod routing;
