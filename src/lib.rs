@@ -14,5 +14,6 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod signals;
 pub mod tls;
 pub mod upstream;
