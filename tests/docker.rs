@@ -180,12 +180,17 @@ fn the_image_layout_checks_serves_and_reports_healthy() {
         })
         .expect("the image's default command serves");
     let _kill = KillOnDrop(&mut child);
-    let proxied = common::get(
-        format!("127.0.0.1:{listen}").parse().unwrap(),
-        "/echo/hello",
-        &[],
+    // The demo upstream is a listener of its own, not covered by /ready: poll for it.
+    let listen_addr = format!("127.0.0.1:{listen}").parse().unwrap();
+    wait_for(
+        "a proxied answer from the demo upstream",
+        Duration::from_secs(20),
+        || {
+            try_get(listen_addr, "/echo/hello", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        },
     );
-    assert_eq!(proxied.status, 200, "{}", proxied.text());
 
     // The HEALTHCHECK command, pointed at this instance's admin listener.
     let mut hc = st.healthcheck.clone();
