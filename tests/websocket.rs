@@ -225,3 +225,75 @@ fn a_tunnel_to_an_https_upstream() {
     let (status, body) = ws(g.addr, "/ws").expect_err("an unverified upstream");
     assert_eq!(status, 502, "{body}");
 }
+
+/// An upstream that switches protocols and then only reads: it counts the tunnel's bytes
+/// and never answers them.
+fn silent_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    common::tls::WS_ACCEPT
+                );
+                let mut w = s;
+                if w.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = r.read(&mut buf) {
+                    count.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `tunnel_idle` counts bytes either way: a client that keeps talking to a silent upstream
+/// keeps its tunnel; once both are quiet for that long, gatehouse closes it.
+#[test]
+fn a_tunnel_is_idle_only_when_neither_side_sends() {
+    use std::io::Read;
+    let (upstream, seen) = silent_upstream();
+    let idle = Duration::from_millis(500);
+    let g = Gatehouse::start(&simple_config(
+        &[upstream],
+        "    timeouts: { tunnel_idle: 500ms }",
+        "",
+    ));
+    let mut c = Conn::open(g.addr).unwrap();
+    c.send_raw(upgrade("/ws", "").as_bytes()).unwrap();
+    assert_eq!(c.read_response().unwrap().status, 101);
+    // Talking for more than twice the idle time, a byte every fifth of it.
+    for _ in 0..12 {
+        c.send_raw(b"x").unwrap();
+        std::thread::sleep(idle / 5);
+    }
+    wait_for("the bytes upstream", Duration::from_secs(5), || {
+        (seen.load(std::sync::atomic::Ordering::SeqCst) == 12).then_some(())
+    });
+    let quiet = std::time::Instant::now();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        c.reader.read(&mut b).unwrap_or(0),
+        0,
+        "closed, nothing sent"
+    );
+    let after = quiet.elapsed();
+    assert!(
+        after >= idle / 2 && after < Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+}
