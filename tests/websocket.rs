@@ -297,3 +297,32 @@ fn a_tunnel_is_idle_only_when_neither_side_sends() {
         "closed after {after:?}"
     );
 }
+
+/// A client that goes away while the upstream has not answered its upgrade ends the request
+/// then, not when the upstream answers: its `max_concurrent` slot is free for the next one.
+#[test]
+fn a_client_gone_before_the_answer_frees_its_slot() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_secs(30)));
+    let g = Gatehouse::start(&simple_config(&[up.addr], "    max_concurrent: 1", ""));
+    let mut first = Conn::open(g.addr).unwrap();
+    first.send_raw(upgrade("/ws", "").as_bytes()).unwrap();
+    wait_for("the first upgrade upstream", Duration::from_secs(5), || {
+        (up.count() == 1).then_some(())
+    });
+    drop(first);
+    wait_for("the next upgrade upstream", Duration::from_secs(5), || {
+        let mut next = Conn::open(g.addr).unwrap();
+        next.send_raw(upgrade("/ws", "").as_bytes()).unwrap();
+        next.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match next.read_response() {
+            Ok(r) => {
+                assert_eq!(r.status, 503, "{}", r.text());
+                None
+            }
+            // No answer yet: this one is waiting on the upstream.
+            Err(_) => (up.count() == 2).then_some(()),
+        }
+    });
+}

@@ -26,7 +26,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{Error, ErrorType, Result};
 use std::time::Duration;
 
 /// Whether the request is one that gatehouse tunnels itself: an HTTP/1.1 WebSocket upgrade
@@ -57,11 +57,15 @@ pub async fn run(
     up.write_request_header(request_head(session, ctx)?)
         .await
         .map_err(|e| e.into_up())?;
-    let mut head = loop {
-        let head = up.read_resp_header_parts().await.map_err(|e| e.into_up())?;
-        // A 1xx other than 101 (a stray 100 Continue) is not the answer.
-        if head.status == 101 || !head.status.is_informational() {
-            break head;
+    // A client that goes away while the upstream thinks ends the request at once, as in
+    // Pingora's loop (the same idle read of the client connection watches for it).
+    let mut head = tokio::select! {
+        head = read_head(&mut up) => head?,
+        gone = session.read_body_or_idle(true) => {
+            let e = gone.err().unwrap_or_else(|| {
+                Error::explain(ErrorType::ConnectionClosed, "client gone before the answer")
+            });
+            return Err(e.into_down());
         }
     };
     forward::responded(ctx, head.status);
@@ -84,6 +88,17 @@ pub async fn run(
     let _ = session.finish_body().await;
     up.shutdown().await;
     Ok(())
+}
+
+/// The upstream's answer: its first header that is not a 1xx other than `101` (a stray
+/// `100 Continue` is not the answer).
+async fn read_head(up: &mut Upstream) -> Result<Box<ResponseHeader>> {
+    loop {
+        let head = up.read_resp_header_parts().await.map_err(|e| e.into_up())?;
+        if head.status == 101 || !head.status.is_informational() {
+            return Ok(head);
+        }
+    }
 }
 
 /// A connection to the next host, as `upstream_peer` and `fail_to_connect` would have it: a
