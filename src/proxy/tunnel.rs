@@ -51,10 +51,11 @@ pub async fn run(
     session: &mut Session,
     ctx: &mut Ctx,
 ) -> Result<()> {
+    let head = request_head(session, ctx)?;
     let (mut up, peer) = connect(connector, session, ctx).await?;
     up.read_timeout = peer.options.read_timeout;
     up.write_timeout = peer.options.write_timeout;
-    up.write_request_header(request_head(session, ctx)?)
+    up.write_request_header(head)
         .await
         .map_err(|e| e.into_up())?;
     // A client that goes away while the upstream thinks ends the request at once, as in
