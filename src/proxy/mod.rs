@@ -14,10 +14,11 @@ use crate::reject::{Reason, Reject};
 use crate::runtime::Shared;
 use async_trait::async_trait;
 use ctx::Ctx;
-use pingora::connectors::TransportConnector;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
 use pingora::Error;
 use respond::Failure;
 use std::sync::Arc;
@@ -25,15 +26,16 @@ use std::time::Instant;
 
 pub struct Gatehouse {
     pub shared: Shared,
-    /// Opens the upstream connections of the tunnels run by `tunnel`.
+    /// Opens the upstream connections of the tunnels run by `tunnel`, with the options
+    /// Pingora gives its own upstream connector.
     tunnels: TransportConnector,
 }
 
 impl Gatehouse {
-    pub fn new(shared: Shared) -> Self {
+    pub fn new(shared: Shared, conf: &ServerConf) -> Self {
         Gatehouse {
             shared,
-            tunnels: TransportConnector::new(None),
+            tunnels: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
         }
     }
 }
