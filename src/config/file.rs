@@ -141,6 +141,12 @@ pub struct ServerFile {
     /// HTTPS listeners (see config/tls.rs).
     #[serde(default)]
     pub tls: Option<super::tls::TlsFile>,
+    /// Read buffer of each client connection (plain and TLS listeners).
+    #[serde(default)]
+    pub listener_buffer: Option<Size>,
+    /// The soft open-file limit set at start (default: the hard limit).
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

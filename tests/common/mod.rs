@@ -117,6 +117,16 @@ impl Gatehouse {
     }
 
     pub fn try_start(yaml: &str) -> Result<Gatehouse, String> {
+        Self::try_start_with(yaml, None)
+    }
+
+    /// Like `start`, the process starting with a soft open-file limit of `soft` (set by the
+    /// shell's `ulimit`, which then `exec`s the binary: the child's pid is gatehouse's).
+    pub fn start_with_open_files(yaml: &str, soft: u64) -> Gatehouse {
+        Self::try_start_with(yaml, Some(soft)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_with(yaml: &str, soft_open_files: Option<u64>) -> Result<Gatehouse, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = (free_port(), free_port(), free_port());
         let config_path = dir.path().join("gatehouse.yaml");
@@ -124,7 +134,17 @@ impl Gatehouse {
         let text = Self::fill(yaml, ports, &dir);
         std::fs::write(&config_path, text).expect("write config");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(bin())
+        let mut cmd = match soft_open_files {
+            None => Command::new(bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(&config_path)
             .env(
