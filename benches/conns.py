@@ -12,6 +12,8 @@ PID is the process whose resident memory (VmRSS) is read before and after; the p
 figure is (after - before) / N in kB (the kilobytes of /proc, 1024 bytes). Connections are
 opened by a bounded number of concurrent openers so the listen queue never overflows. The
 server must keep idle and partial connections open for longer than the run takes.
+HOLD=SECONDS keeps the connections open that much longer after the figure is printed (to
+look at the server meanwhile, e.g. /proc/PID/smaps).
 """
 
 import asyncio
@@ -107,6 +109,7 @@ async def main():
     per = (after - before) / n
     print(f"{mode}{'-tls' if tls else ''}: {n} connections, rss {before} -> {after} kB, "
           f"{per:.1f} kB per connection (opened in {opened:.1f}s)")
+    await asyncio.sleep(float(os.environ.get("HOLD", "0")))
     for _, w in held:
         w.close()
 

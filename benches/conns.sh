@@ -10,14 +10,14 @@
 #
 #   benches/conns.sh                        # the release build of this checkout
 #   N=5000 GH=/tmp/gh-before benches/conns.sh
-#   MODES="idle partial" TLS=0 NGINX=0 benches/conns.sh
+#   MODES="idle partial" TLS=0 SKIP_NGINX=1 benches/conns.sh
 #   LISTENER_BUFFER=64KB benches/conns.sh   # gatehouse with another server.listener_buffer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
 MODES=${MODES:-idle partial fresh}
 TLS=${TLS:-1}
-NGINX=${NGINX:-1}
+SKIP_NGINX=${SKIP_NGINX:-0}
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -115,6 +115,6 @@ echo "N=$N gatehouse=$GH ($("$GH" --version)) $(nginx -v 2>&1)"
 for tls in 0 $([ "$TLS" = 1 ] && echo 1); do
   for mode in $MODES; do
     gatehouse "$mode" "$tls"
-    [ "$NGINX" = 1 ] && nginx_run "$mode" "$tls"
+    [ "$SKIP_NGINX" = 1 ] || nginx_run "$mode" "$tls"
   done
 done
