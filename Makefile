@@ -16,8 +16,10 @@ deps:
 
 # redis-server: the `store: redis` tests and benches start their own on a free port.
 # websockets (Python): the burst tests' WebSocket client and echo server.
+# chromium: tests/status.rs renders the admin status page in headless Chromium.
 test-deps: deps
 	@command -v redis-server >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq redis-server; }
+	@command -v chromium >/dev/null || { (apt-get update -qq || true) && apt-get install -y -qq chromium; }
 	@python3 -c 'import websockets.sync.server' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
 
 build: deps

@@ -16,5 +16,6 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod status;
 pub mod tls;
 pub mod upstream;

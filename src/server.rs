@@ -71,6 +71,7 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         }
     };
     crate::metrics::metrics().config_generation.set(1);
+    crate::status::mark_started();
     let shared: Shared = Arc::new(ArcSwap::from_pointee(rt));
     let cfg = shared.load_full().config.clone();
 
@@ -104,7 +105,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     server.add_service(proxy);
 
     if let Some(admin) = cfg.server.admin {
-        let mut svc = Service::new("admin".to_string(), crate::admin::Admin);
+        let admin_app = crate::admin::Admin {
+            shared: shared.clone(),
+        };
+        let mut svc = Service::new("admin".to_string(), admin_app);
         svc.add_tcp(&admin.to_string());
         server.add_service(svc);
     }

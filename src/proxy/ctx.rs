@@ -31,6 +31,8 @@ pub struct Ctx {
     pub limits: crate::limits::RequestLimits,
     /// Circuit-breaker admission, until the request's outcome is reported.
     pub breaker: Option<crate::upstream::breaker::Pass>,
+    /// Counts the request in its backend's in-flight number until the request ends.
+    pub in_flight: Option<crate::upstream::backend::InFlight>,
 }
 
 impl Ctx {
@@ -49,6 +51,7 @@ impl Ctx {
             body_bytes: 0,
             limits: Default::default(),
             breaker: None,
+            in_flight: None,
         }
     }
 

@@ -36,6 +36,7 @@ pub async fn gate(ctx: &mut Ctx, now: Instant) -> Result<(), Reject> {
     let limiter = ep.backend_limiter.as_ref();
     crate::limits::check_backend(limiter, clock::now_ns(now), &mut ctx.limits).await?;
     ctx.breaker = pass;
+    ctx.in_flight = Some(crate::upstream::backend::InFlight::enter(&ep.backend));
     Ok(())
 }
 
