@@ -226,6 +226,18 @@ pub fn placeholders(pattern: &str) -> Vec<&str> {
     out
 }
 
+/// The JSON Schema (draft 2020-12) of the config file, generated from the types the file is
+/// read into, each key with its description: what `gatehouse schema` prints, for editors.
+/// It checks the shape (keys, types, choices); what only validation knows (an unknown
+/// backend, a CIDR, a certificate that does not load) is `gatehouse check`'s.
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<file::FileConfig>();
+    schema.insert("title".into(), "gatehouse configuration".into());
+    schema.to_value()
+}
+
 /// Parses YAML text into a validated `Config`.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let de = serde_yaml::Deserializer::from_str(text);
