@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod reject;
 pub mod reload;
+pub mod request_id;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -187,6 +187,10 @@ pub struct ServerFile {
     /// One access-log line per request (default true).
     #[serde(default)]
     pub access_log: Option<bool>,
+    /// Access-log lines as text (for people) or json (one object per line, for log
+    /// pipelines) (default text).
+    #[serde(default)]
+    pub access_log_format: Option<super::LogFormat>,
     /// A request header must be complete within this, or the connection is closed (default
     /// 10s).
     #[serde(default)]

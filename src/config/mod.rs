@@ -96,6 +96,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
+    pub access_log_format: LogFormat,
     pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
@@ -110,6 +111,17 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyProtocolConfig {
     pub trusted: crate::filters::ip::CidrSet,
+}
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line for people: client, request, status, duration, route, upstream, reason, ID.
+    #[default]
+    Text,
+    /// One JSON object per line, nothing around it.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -97,6 +97,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .and_then(|a| e.addr("server.admin.listen", &a.listen)),
         access_log: s.access_log.unwrap_or(true),
+        access_log_format: s.access_log_format.unwrap_or_default(),
         header_read_timeout: e.positive(
             "server.header_read_timeout",
             s.header_read_timeout,

@@ -20,6 +20,10 @@ pub struct Ctx {
     /// Hosts tried so far (a retry goes to another one); inline, no allocation per request.
     pub tried: smallvec::SmallVec<[SocketAddr; 2]>,
     pub upstream_start: Option<Instant>,
+    /// The last attempt's time from choosing its host to the upstream's response header.
+    pub upstream_time: Option<std::time::Duration>,
+    /// `X-Request-Id`: kept from a trusted proxy or made here (src/request_id.rs).
+    pub request_id: Option<http::HeaderValue>,
     /// The client address resolved through `client_ip.trusted_proxies` (set by admission).
     pub client_ip: Option<IpAddr>,
     /// Why gatehouse answered by itself, once it has: the access log, the rejection metric
@@ -46,6 +50,8 @@ impl Ctx {
             upstream_uri: None,
             tried: smallvec::SmallVec::new(),
             upstream_start: None,
+            upstream_time: None,
+            request_id: None,
             reason: None,
             client_ip: None,
             body_bytes: 0,

@@ -140,6 +140,9 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
     {
         upstream.insert_header(http::header::HOST, h.clone())?;
     }
+    if let Some(id) = &ctx.request_id {
+        upstream.insert_header(crate::request_id::HEADER, id.clone())?;
+    }
     Ok(())
 }
 
@@ -154,9 +157,9 @@ pub fn responded(ctx: &mut Ctx, status: http::StatusCode) {
         return;
     };
     let backend = &ep.backend;
-    backend
-        .latency
-        .observe(now.saturating_duration_since(start).as_secs_f64());
+    let took = now.saturating_duration_since(start);
+    ctx.upstream_time = Some(took);
+    backend.latency.observe(took.as_secs_f64());
     if let Some(addr) = ctx.tried.last() {
         backend.responded(*addr);
     }

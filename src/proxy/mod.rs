@@ -65,6 +65,8 @@ impl ProxyHttp for Gatehouse {
             peer: forward::client_addr(session).map(|a| a.ip()),
             tls: forward::is_tls(session),
         };
+        let id = crate::request_id::of(&rt.filters.client_ip, req.peer, &req.head.headers);
+        ctx.request_id = Some(id);
         match admit::admit(&rt, &req, ctx).await {
             Ok(()) => Ok(false),
             Err(r) => {
@@ -156,6 +158,9 @@ impl ProxyHttp for Gatehouse {
         if let Some((policy, state)) = ctx.limits.headers() {
             response.insert_header("ratelimit-policy", policy)?;
             response.insert_header("ratelimit", state)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(crate::request_id::HEADER, id.clone())?;
         }
         Ok(())
     }
