@@ -1,5 +1,5 @@
 //! The admin listener: `GET /health` (alive), `/ready` (config loaded, reload handler
-//! installed), `/metrics` (Prometheus text), `/status` (backends, breakers, reloads and the
+//! installed, the span exporter started when tracing is on), `/metrics` (Prometheus text), `/status` (backends, breakers, reloads and the
 //! Redis store as JSON) and `/` (a page showing the status).
 
 use async_trait::async_trait;
@@ -28,7 +28,7 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/health" => text(200, "text/plain", "ok\n".into()),
             "/ready" => {
-                if crate::reload::READY.load(Ordering::Acquire) {
+                if crate::reload::READY.load(Ordering::Acquire) && crate::telemetry::is_ready() {
                     text(200, "text/plain", "ready\n".into())
                 } else {
                     text(503, "text/plain", "starting\n".into())

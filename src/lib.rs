@@ -21,5 +21,6 @@ pub mod runtime;
 pub mod server;
 pub mod signals;
 pub mod status;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

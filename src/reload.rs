@@ -89,6 +89,9 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if old.demo != new.demo {
         v.push("demo");
     }
+    if old.tracing != new.tracing {
+        v.push("tracing");
+    }
     let idle =
         |c: &config::Config| -> usize { c.backends.values().map(|b| b.max_idle_connections).sum() };
     if idle(old) != idle(new) {

@@ -124,6 +124,13 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         svc.add_tcp(&demo.to_string());
         server.add_service(svc);
     }
+    if let Some(tracing) = cfg.tracing.clone() {
+        crate::telemetry::expect();
+        server.add_service(background_service(
+            "tracing",
+            crate::telemetry::TracingService { cfg: tracing },
+        ));
+    }
     server.add_service(background_service(
         "upstreams",
         crate::upstream::service::UpstreamService {

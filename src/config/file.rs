@@ -159,6 +159,9 @@ pub struct FileConfig {
     /// The Redis that store: redis limits share (required when a limit says store: redis).
     #[serde(default)]
     pub redis: Option<super::limits::RedisFile>,
+    /// OpenTelemetry tracing: one span per request, exported over OTLP/HTTP (default: off).
+    #[serde(default)]
+    pub tracing: Option<super::tracing::TracingFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]

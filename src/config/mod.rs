@@ -11,6 +11,7 @@ pub mod redis;
 pub mod secret;
 pub mod security;
 pub mod tls;
+pub mod tracing;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -84,7 +85,11 @@ pub struct Config {
     pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
     pub dns: Option<DnsConfig>,
+    /// Where request spans go (`None` = no tracing).
+    pub tracing: Option<tracing::TracingConfig>,
 }
+
+pub use tracing::TracingConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {

@@ -261,6 +261,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ep.rate_limit = rate_limit;
     }
     let dns = dns_config(&mut e, f.dns.as_ref());
+    let tracing = f
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing_block(&mut e.0, t));
 
     if e.0.is_empty() {
         Ok(Config {
@@ -273,6 +277,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security,
             limits,
             dns,
+            tracing,
         })
     } else {
         Err(ConfigErrors(e.0))

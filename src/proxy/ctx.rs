@@ -24,6 +24,8 @@ pub struct Ctx {
     pub upstream_time: Option<std::time::Duration>,
     /// `X-Request-Id`: kept from a trusted proxy or made here (src/request_id.rs).
     pub request_id: Option<http::HeaderValue>,
+    /// The request's span, when tracing is on (src/telemetry.rs).
+    pub span: Option<opentelemetry_sdk::trace::Span>,
     /// The client address resolved through `client_ip.trusted_proxies` (set by admission).
     pub client_ip: Option<IpAddr>,
     /// Why gatehouse answered by itself, once it has: the access log, the rejection metric
@@ -52,6 +54,7 @@ impl Ctx {
             upstream_start: None,
             upstream_time: None,
             request_id: None,
+            span: None,
             reason: None,
             client_ip: None,
             body_bytes: 0,

@@ -143,6 +143,9 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
     if let Some(id) = &ctx.request_id {
         upstream.insert_header(crate::request_id::HEADER, id.clone())?;
     }
+    if let Some(span) = &ctx.span {
+        crate::telemetry::inject(span, upstream);
+    }
     Ok(())
 }
 

@@ -31,6 +31,20 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
     if ctx.rt.config.server.access_log {
         access_log(session, ctx, status, now);
     }
+    if let Some(span) = ctx.span.take() {
+        let req = session.req_header();
+        let outcome = crate::telemetry::Outcome {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: ctx.endpoint().map(|e| e.pattern.as_str()),
+            status,
+            client: client(session, ctx),
+            upstream: ctx.tried.last().copied(),
+            reason: ctx.reason.map(|r| r.id()),
+            request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        crate::telemetry::end(span, &outcome);
+    }
     if let Some(err) = e {
         if ctx.reason.is_none() {
             warn!("request failed: {err}");

@@ -67,6 +67,7 @@ impl ProxyHttp for Gatehouse {
         };
         let id = crate::request_id::of(&rt.filters.client_ip, req.peer, &req.head.headers);
         ctx.request_id = Some(id);
+        ctx.span = crate::telemetry::start_span(req.head);
         match admit::admit(&rt, &req, ctx).await {
             Ok(()) => Ok(false),
             Err(r) => {
