@@ -282,8 +282,9 @@ fn a_collector_that_does_not_answer_slows_no_request() {
         }
     }
     assert!(!collector.posts.lock().unwrap().is_empty());
+    // An export waits up to 5s for the collector; a request that waited on one would too.
     assert!(
-        slowest < Duration::from_secs(2),
-        "a request took {slowest:?} while the collector hung (exports wait 5s)"
+        slowest < Duration::from_secs(4),
+        "a request took {slowest:?} while the collector hung"
     );
 }
