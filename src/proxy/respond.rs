@@ -15,8 +15,8 @@ pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
 /// `RateLimit-Policy` and `RateLimit` values of the limits that applied to the request.
 pub type RateLimitHeaders<'a> = Option<(&'a str, &'a str)>;
 
-/// Renders the problem+json body.
-pub fn body(reason: Reason, detail: Option<&str>) -> String {
+/// Renders the problem+json body; `request_id` is the request's `X-Request-Id`.
+pub fn body(reason: Reason, detail: Option<&str>, request_id: Option<&str>) -> String {
     let mut s = String::with_capacity(160);
     s.push_str("{\"type\":\"");
     s.push_str(PROBLEM_TYPE_PREFIX);
@@ -28,6 +28,11 @@ pub fn body(reason: Reason, detail: Option<&str>) -> String {
     if let Some(d) = detail {
         s.push_str(",\"detail\":\"");
         escape_json_into(d, &mut s);
+        s.push('"');
+    }
+    if let Some(id) = request_id {
+        s.push_str(",\"request_id\":\"");
+        escape_json_into(id, &mut s);
         s.push('"');
     }
     s.push('}');
@@ -53,6 +58,7 @@ pub fn header(
     r: &Reject,
     len: usize,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<ResponseHeader> {
     let mut h = ResponseHeader::build(r.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
@@ -70,6 +76,9 @@ pub fn header(
         h.insert_header("ratelimit-policy", policy)?;
         h.insert_header("ratelimit", state)?;
     }
+    if let Some(id) = request_id {
+        h.insert_header(crate::request_id::HEADER, id.clone())?;
+    }
     Ok(h)
 }
 
@@ -79,9 +88,11 @@ pub async fn send(
     session: &mut Session,
     r: &Reject,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
-    let b = body(r.reason, r.detail.as_deref());
-    let h = header(r, b.len(), ratelimit)?;
+    let id = request_id.and_then(|v| v.to_str().ok());
+    let b = body(r.reason, r.detail.as_deref(), id);
+    let h = header(r, b.len(), ratelimit, request_id)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)
@@ -105,7 +116,11 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, r: Reject) -> pingora:
     }
     let headers = ctx.limits.headers();
     let ratelimit = headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
-    send(session, &r, ratelimit).await
+    // A request refused before admission (a malformed one) gets its ID here.
+    let id = ctx
+        .request_id
+        .get_or_insert_with(crate::request_id::new_value);
+    send(session, &r, ratelimit, Some(id)).await
 }
 
 /// Adds the RateLimit headers of the limits that applied to an answer from the upstream
@@ -181,24 +196,26 @@ mod tests {
 
     #[test]
     fn problem_body_is_json() {
-        let b = body(Reason::NotFound, Some("no \"route\"\n"));
+        let b = body(Reason::NotFound, Some("no \"route\"\n"), Some("id-1"));
         assert_eq!(
             b,
-            "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\"}"
+            "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\",\"request_id\":\"id-1\"}"
         );
     }
 
     #[test]
     fn header_carries_the_rejection() {
         let r = Reject::new(Reason::MethodNotAllowed).allow("GET, HEAD");
-        let h = header(&r, 10, Some(("p", "s"))).unwrap();
+        let id = http::HeaderValue::from_static("id-1");
+        let h = header(&r, 10, Some(("p", "s")), Some(&id)).unwrap();
+        assert_eq!(h.headers["x-request-id"], "id-1");
         assert_eq!(h.status.as_u16(), 405);
         assert_eq!(h.headers["allow"], "GET, HEAD");
         assert_eq!(h.headers["content-length"], "10");
         assert_eq!(h.headers["ratelimit-policy"], "p");
         assert!(h.headers.get("retry-after").is_none());
         let r = Reject::new(Reason::RedirectHttps).location("https://a/");
-        let h = header(&r, 0, None).unwrap();
+        let h = header(&r, 0, None, None).unwrap();
         assert_eq!(h.status.as_u16(), 308);
         assert_eq!(h.headers["location"], "https://a/");
     }
