@@ -385,6 +385,19 @@ mod tests {
             c.scrub("auth hunter2 for rediss://app:s3cret@h:6380/0"),
             "auth *** for rediss://app:***@h:6380/0"
         );
+        // every way of naming a server prints its password redacted
+        for yaml in [
+            "{ cluster: [\"redis://app:pw-1@h:7000\", \"rediss://:pw-1@h:7001\"] }",
+            "{ sentinel: { master: m, nodes: [\"redis://:pw-1@h:26379\"] } }",
+        ] {
+            let (c, e) = block(yaml);
+            assert!(e.is_empty(), "{e:?}");
+            let c = c.unwrap();
+            let shown = format!("{c:?} {c}");
+            assert!(!shown.contains("pw-1") && shown.contains("***"), "{shown}");
+        }
+        let (_, e) = block("{ cluster: [\"redis://app:pw-1@h:bad\"] }");
+        assert!(!e.concat().contains("pw-1") && !e.is_empty(), "{e:?}");
         // tls needs rediss://, files must exist, cert needs key
         let (_, e) = block("{ url: \"redis://h/0\", tls: { cert: /nonexistent/c } }");
         assert!(
