@@ -912,8 +912,7 @@ fn fleet_instances_share_the_limit_locally() {
             .all(|g| g.metric(FLEET_LIMIT) == 3.0)
             .then_some(())
     });
-    // buckets full again after the count changed (capacity 100 over 1 s)
-    std::thread::sleep(Duration::from_secs(1));
+    // no request yet: every bucket is full
     let before = commands(&redis);
     let dur = Duration::from_secs(5);
     let admitted = hammer(&all, dur);
@@ -949,6 +948,8 @@ fn fleet_instances_share_the_limit_locally() {
         },
     );
     eprintln!("two counted {:?} after the stop", stopped.elapsed());
+    // a share of two refills in one second (50 tokens at 50/s): that time is part of what the
+    // next count measures, not a wait for readiness
     std::thread::sleep(Duration::from_secs(1));
     let dur = Duration::from_secs(3);
     let admitted = hammer(&[&a, &b], dur);
