@@ -148,13 +148,13 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let one = format!("{{ url: \"{}\", timeout: 20ms }}", redis.url());
+        let one = format!("{{ url: \"{}\", timeout: 250ms }}", redis.url());
         let local = Arc::new(limits(&one, "local"));
         let fleet = Arc::new(limits(&one, "fleet"));
         let shared = Arc::new(limits(&one, "redis"));
         let tls = Arc::new(limits(
             &format!(
-                "{{ url: \"{}\", timeout: 20ms, tls: {{ ca: \"{}\" }} }}",
+                "{{ url: \"{}\", timeout: 250ms, tls: {{ ca: \"{}\" }} }}",
                 tls_redis.tls_url(""),
                 ca.display()
             ),
@@ -163,7 +163,7 @@ fn main() {
         let on_cluster = cluster.as_ref().map(|c| {
             let seeds: Vec<String> = c.urls(false).iter().map(|u| format!("\"{u}\"")).collect();
             Arc::new(limits(
-                &format!("{{ cluster: [{}], timeout: 20ms }}", seeds.join(", ")),
+                &format!("{{ cluster: [{}], timeout: 250ms }}", seeds.join(", ")),
                 "redis",
             ))
         });
