@@ -1,9 +1,10 @@
-//! Decisions per second and latency of `store: redis` against `store: local`, through
-//! `Limits::check_request` (client bucket by IP + shared bucket, one script call), on a
-//! redis-server this program starts on a free loopback port.
+//! Decisions per second and latency of `store: redis` (one server in the clear, the same over
+//! TLS, a 3-master Redis Cluster) against `store: local` and `store: fleet`, through
+//! `Limits::check_request` (client bucket by IP + shared bucket, one script call), on
+//! redis-servers this program starts on free loopback ports.
 //!
-//! `cargo bench --bench redis` prints the figures of the README. Without `--bench` (as under
-//! `cargo test --all-targets`) it runs a short smoke version.
+//! `cargo bench --bench redis` prints the figures of docs/fleet.md. Without `--bench` (as
+//! under `cargo test --all-targets`) it runs a short smoke version, without the cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: u32 = 10_000;
 
-fn limits(redis_url: &str, store: &str) -> Runtime {
+fn limits(redis_block: &str, store: &str) -> Runtime {
     let cfg = gatehouse::config::parse(&format!(
         r#"
 version: 1
 server: {{ listen: ["127.0.0.1:0"] }}
-redis: {{ url: "{redis_url}", timeout: 20ms }}
+redis: {redis_block}
 backends:
   a: {{ discovery: {{ static: ["127.0.0.1:9001"] }} }}
 endpoints:
@@ -129,39 +130,89 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let dur = Duration::from_millis(if full { 5000 } else { 300 });
     let redis = common::RedisServer::start();
+    let pki = common::tls::Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = pki.issue(&["127.0.0.1"]).write(dir.path(), "server");
+    let ca = pki.write_ca(dir.path(), "ca.pem");
+    let files = common::RedisTlsFiles {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+        client_certs: false,
+    };
+    let tls_redis = common::RedisServer::start_with(|_| Vec::new(), Some(&files));
+    let cluster = full.then(common::RedisCluster::start);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let local = Arc::new(limits(&redis.url(), "local"));
-        let shared = Arc::new(limits(&redis.url(), "redis"));
+        let one = format!("{{ url: \"{}\", timeout: 250ms }}", redis.url());
+        let local = Arc::new(limits(&one, "local"));
+        let fleet = Arc::new(limits(&one, "fleet"));
+        let shared = Arc::new(limits(&one, "redis"));
+        let tls = Arc::new(limits(
+            &format!(
+                "{{ url: \"{}\", timeout: 250ms, tls: {{ ca: \"{}\" }} }}",
+                tls_redis.tls_url(""),
+                ca.display()
+            ),
+            "redis",
+        ));
+        let on_cluster = cluster.as_ref().map(|c| {
+            let seeds: Vec<String> = c.urls(false).iter().map(|u| format!("\"{u}\"")).collect();
+            Arc::new(limits(
+                &format!("{{ cluster: [{}], timeout: 250ms }}", seeds.join(", ")),
+                "redis",
+            ))
+        });
         // connect and load the script
-        run(shared.clone(), 1, Duration::from_millis(200), None).await;
+        for l in [Some(&shared), Some(&tls), on_cluster.as_ref()].into_iter().flatten() {
+            run(l.clone(), 1, Duration::from_millis(500), None).await;
+        }
         println!(
-            "store  tasks  mode  decisions/s   p50 (us)  p99 (us)  failed   [{}s per row, 2 worker threads, {CLIENTS} client IPs]",
+            "store   tasks  mode  decisions/s   p50 (us)  p99 (us)  failed   [{}s per row, 2 worker threads, {CLIENTS} client IPs]",
             dur.as_secs_f64()
         );
         // closed loops (as fast as possible), then open loops: tasks x one per 5 ms
         let p5 = Some(Duration::from_millis(5));
-        for (name, l, tasks, period) in [
+        let mut rows = vec![
             ("local", &local, 1, None),
+            ("fleet", &fleet, 1, None),
             ("local", &local, 16, None),
+            ("fleet", &fleet, 16, None),
             ("redis", &shared, 1, None),
             ("redis", &shared, 16, None),
             ("redis", &shared, 64, None),
+            ("tls", &tls, 1, None),
+            ("tls", &tls, 16, None),
+            ("tls", &tls, 64, None),
+        ];
+        if let Some(c) = &on_cluster {
+            rows.extend([
+                ("cluster", c, 1, None),
+                ("cluster", c, 16, None),
+                ("cluster", c, 64, None),
+            ]);
+        }
+        rows.extend([
             ("local", &local, 50, p5),
+            ("fleet", &fleet, 50, p5),
             ("redis", &shared, 50, p5),
-            ("redis", &shared, 125, p5),
-        ] {
+            ("tls", &tls, 50, p5),
+        ]);
+        if let Some(c) = &on_cluster {
+            rows.push(("cluster", c, 50, p5));
+        }
+        for (name, l, tasks, period) in rows {
             let f = run(l.clone(), tasks, dur, period).await;
             let mode = if period.is_some() { "paced" } else { "max" };
             println!(
-                "{name:<6} {tasks:>5}  {mode:<5} {:>11.0}  {:>9.1}  {:>8.1}  {:>6}",
+                "{name:<7} {tasks:>5}  {mode:<5} {:>11.0}  {:>9.1}  {:>8.1}  {:>6}",
                 f.per_sec, f.p50_us, f.p99_us, f.failed
             );
-            if name == "redis" {
+            if !matches!(name, "local" | "fleet") {
                 assert!(f.failed == 0 || !full, "Redis decisions failed: {}", f.failed);
             }
         }

@@ -19,9 +19,11 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// backend = name; 0 closed, 1 half-open, 2 open.
     pub breaker_state: IntGaugeVec,
-    /// kind = timeout | connection | script (src/limits/redis.rs).
+    /// kind = timeout | connection | script | auth | tls (src/limits/redis.rs).
     pub redis_errors: IntCounterVec,
     pub redis_latency: Histogram,
+    /// limit = a `store: fleet` limit's identity (service, endpoint ..., backend ...).
+    pub fleet_instances: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -65,7 +67,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let redis_errors = IntCounterVec::new(
         Opts::new(
             "gatehouse_redis_errors_total",
-            "Rate-limit decisions the Redis store failed, by kind (timeout, connection, script)",
+            "Redis calls (decisions, fleet heartbeats) that failed, by kind (timeout, connection, script, auth, tls)",
         ),
         &["kind"],
     )?;
@@ -78,6 +80,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
         ]),
     )?;
+    let fleet_instances = IntGaugeVec::new(
+        Opts::new(
+            "gatehouse_fleet_instances",
+            "Live instances sharing a store: fleet limit, as last counted",
+        ),
+        &["limit"],
+    )?;
+    registry.register(Box::new(fleet_instances.clone()))?;
     registry.register(Box::new(redis_errors.clone()))?;
     registry.register(Box::new(redis_latency.clone()))?;
     registry.register(Box::new(breaker_state.clone()))?;
@@ -96,6 +106,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         breaker_state,
         redis_errors,
         redis_latency,
+        fleet_instances,
     })
 }
 

@@ -62,6 +62,14 @@ pub struct Endpoint {
 }
 
 impl Runtime {
+    /// The `store: fleet` shares of every limit, for the heartbeat.
+    pub fn fleet_shares(&self) -> Vec<Arc<crate::limits::fleet::FleetShare>> {
+        self.limits.fleet_shares(
+            self.endpoints.iter().filter_map(|e| e.limiter.as_ref()),
+            self.backends.values().filter_map(|b| b.limiter.as_ref()),
+        )
+    }
+
     pub fn compile(config: Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let router = Router::build(&config.endpoints)?;
         let old_bots = previous.map(Runtime::bot_detectors).unwrap_or_default();

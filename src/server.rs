@@ -179,6 +179,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         },
     ));
     server.add_service(background_service(
+        "redis",
+        crate::limits::service::RedisService::new(shared.clone()),
+    ));
+    server.add_service(background_service(
         "reload",
         ReloadService {
             path: opts.config_path.clone(),

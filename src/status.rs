@@ -117,7 +117,7 @@ pub fn status(rt: &Runtime) -> Status {
         last_reload,
         backends,
         redis: rt.limits.redis.as_ref().map(|r| RedisStatus {
-            url: r.cfg.url.to_string(),
+            url: r.cfg.describe(),
             state: r.state(),
         }),
     }

@@ -18,8 +18,8 @@ const S: u64 = 1_000_000_000;
 
 fn client(r: &RedisServer) -> std::sync::Arc<RedisClient> {
     RedisClient::new(&RedisConfig {
-        url: gatehouse::config::secret::SecretUrl::new(r.url()),
         timeout: Duration::from_secs(5),
+        ..RedisConfig::one(&r.url())
     })
     .expect("valid url")
 }
@@ -491,4 +491,504 @@ endpoints:
         "{text}"
     );
     assert!(text.contains("redis.timeout: must be > 0"), "{text}");
+}
+
+/// The endpoints of the TLS, cluster and Sentinel tests: a shared bucket with client
+/// buckets (one slot per decision on a cluster), client buckets alone (spread over slots),
+/// and a roomy one that denies when Redis fails.
+const SHARED_ENDPOINTS: &str = r#"  - path: /shared
+    backend: app
+    rate_limit: { max_rate: 10, client_max_rate: 5, every: 1h, strategy: header, key: X-Api-Key, store: redis }
+  - path: /clients
+    backend: app
+    rate_limit: { client_max_rate: 1, every: 1h, strategy: header, key: X-Api-Key, store: redis }
+  - path: /deny
+    backend: app
+    rate_limit: { max_rate: 100000, every: 1s, store: redis, on_store_failure: deny }
+"#;
+
+fn app_config(redis_block: &str, up: SocketAddr, endpoints: &str) -> String {
+    format!(
+        r#"{SERVER}redis: {redis_block}
+backends:
+  app:
+    discovery: {{ static: ["{up}"] }}
+endpoints:
+{endpoints}
+"#
+    )
+}
+
+/// Ten requests alternating over the pair pass /shared, the eleventh fails on either, and
+/// no decision went through a fallback.
+fn pair_shares_exactly(pair: [&Gatehouse; 2]) {
+    for i in 0..10 {
+        let who = format!("client-{}", i / 5);
+        let r = get(pair[i % 2].addr, "/shared", &[("X-Api-Key", &who)]);
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}\n{}",
+            r.text(),
+            pair[i % 2].log()
+        );
+    }
+    for g in pair {
+        let r = get(g.addr, "/shared", &[]);
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().contains("endpoint_rate_limit"), "{}", r.text());
+    }
+    for g in pair {
+        assert_eq!(
+            g.metric("gatehouse_redis_errors_total"),
+            0.0,
+            "{}\n{}",
+            g.metrics(),
+            g.log()
+        );
+    }
+}
+
+/// Polls until a /deny request is decided by Redis (200), counting the 503s of
+/// `on_store_failure: deny` seen until then.
+fn denied_until_back(g: &Gatehouse, within: Duration) -> usize {
+    let mut denied = 0;
+    wait_for("a /deny request decided by Redis", within, || {
+        let r = get(g.addr, "/deny", &[]);
+        if r.status == 503 {
+            assert!(
+                r.text().contains("rate_limit_store_unavailable"),
+                "{}",
+                r.text()
+            );
+            denied += 1;
+        }
+        (r.status == 200).then_some(())
+    });
+    denied
+}
+
+/// TLS with client certificates, and an ACL user whose password is in the URL for one
+/// instance and in `password_file` for the other: the pair shares its limits exactly, and the
+/// password shows in no log, metric or `check` output.
+#[test]
+fn tls_and_acl_user_share_a_limit_exactly() {
+    let pki = tls::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.issue(&["127.0.0.1"]).write(dir.path(), "server");
+    let (ccert, ckey) = pki.issue(&["gatehouse"]).write(dir.path(), "client");
+    let ca = pki.write_ca(dir.path(), "ca.pem");
+    let files = RedisTlsFiles {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+        client_certs: true,
+    };
+    let acl = |_| {
+        ["--user", "app", "on", ">s3cret-pw", "~*", "&*", "+@all"]
+            .map(String::from)
+            .to_vec()
+    };
+    let redis = RedisServer::start_with(acl, Some(&files));
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let tls = format!(
+        "tls: {{ ca: \"{}\", cert: \"{}\", key: \"{}\" }}",
+        ca.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let in_url = app_config(
+        &format!(
+            "{{ url: \"{}\", timeout: 500ms, {tls} }}",
+            redis.tls_url("app:s3cret-pw")
+        ),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    let in_file = app_config(
+        &format!(
+            "{{ url: \"{}\", username: app, password_file: \"{}\", timeout: 500ms, {tls} }}",
+            redis.tls_url(""),
+            pw.display()
+        ),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    let a = Gatehouse::start(&in_url);
+    let b = Gatehouse::start(&in_file);
+    pair_shares_exactly([&a, &b]);
+    // the decisions were the ACL user's, and no authentication failed
+    assert!(
+        redis.cli(&["ACL", "LOG"]).trim().is_empty(),
+        "{}",
+        redis.cli(&["ACL", "LOG"])
+    );
+    assert!(
+        redis.calls("evalsha") >= 12,
+        "{}",
+        redis.cli(&["INFO", "commandstats"])
+    );
+    assert!(
+        redis.cli(&["CLIENT", "LIST"]).contains("user=app"),
+        "{}",
+        redis.cli(&["CLIENT", "LIST"])
+    );
+    for g in [&a, &b] {
+        assert!(!g.log().contains("s3cret-pw"), "{}", g.log());
+        assert!(!g.metrics().contains("s3cret-pw"));
+    }
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        in_url
+            .replace("LISTEN", "127.0.0.1:0")
+            .replace("ADMIN", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}
+
+/// A wrong password and a server certificate from another CA: each failed decision is
+/// counted under its own kind (`auth`, `tls`) and follows `on_store_failure`.
+#[test]
+fn a_wrong_password_or_certificate_is_counted_and_fails_over() {
+    let pki = tls::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.issue(&["127.0.0.1"]).write(dir.path(), "server");
+    let ca = pki.write_ca(dir.path(), "ca.pem");
+    let other_ca = tls::Pki::new().write_ca(dir.path(), "other.pem");
+    let files = RedisTlsFiles {
+        cert: &cert,
+        key: &key,
+        ca: &ca,
+        client_certs: false,
+    };
+    let acl = |_| {
+        ["--user", "app", "on", ">right", "~*", "&*", "+@all"]
+            .map(String::from)
+            .to_vec()
+    };
+    let redis = RedisServer::start_with(acl, Some(&files));
+    let up = MockUpstream::start(Behaviour::Echo);
+    let wrong_pw = app_config(
+        &format!(
+            "{{ url: \"{}\", timeout: 500ms, tls: {{ ca: \"{}\" }} }}",
+            redis.tls_url("app:wrong"),
+            ca.display()
+        ),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    let wrong_ca = app_config(
+        &format!(
+            "{{ url: \"{}\", timeout: 500ms, tls: {{ ca: \"{}\" }} }}",
+            redis.tls_url("app:right"),
+            other_ca.display()
+        ),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    for (yaml, kind) in [(wrong_pw, "auth"), (wrong_ca, "tls")] {
+        let g = Gatehouse::start(&yaml);
+        // deny: 503 rate_limit_store_unavailable; local (/shared): the instance's own bucket
+        for _ in 0..3 {
+            let r = get(g.addr, "/deny", &[]);
+            assert_eq!(r.status, 503, "{kind}: {}\n{}", r.text(), g.log());
+            assert!(
+                r.text().contains("rate_limit_store_unavailable"),
+                "{}",
+                r.text()
+            );
+        }
+        assert_eq!(status(&g, "/shared", &[]), 200);
+        let m = format!("gatehouse_redis_errors_total{{kind=\"{kind}\"}}");
+        assert!(g.metric(&m) >= 4.0, "{kind}: {}", g.metrics());
+        assert_eq!(
+            g.metric("gatehouse_redis_errors_total{kind=\"connection\"}"),
+            0.0,
+            "{kind}: {}",
+            g.metrics()
+        );
+        assert!(
+            !g.log().contains("right") && !g.log().contains(":wrong"),
+            "{}",
+            g.log()
+        );
+    }
+}
+
+/// A 3-master, 3-replica cluster: the pair shares its limits exactly; the keys of one
+/// decision are in one slot and different clients' keys in different slots. Then the master
+/// of a limit's slot dies: decisions follow `on_store_failure` until its replica takes over,
+/// then go to the cluster again by themselves.
+#[test]
+fn a_cluster_shares_limits_and_survives_a_master_failover() {
+    let mut cluster = RedisCluster::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let seeds: Vec<String> = cluster
+        .urls(false)
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let yaml = app_config(
+        &format!("{{ cluster: [{}], timeout: 500ms }}", seeds.join(", ")),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    let a = Gatehouse::start(&yaml);
+    let b = Gatehouse::start(&yaml);
+    pair_shares_exactly([&a, &b]);
+    // twenty clients on /clients, one token each across the pair
+    for i in 0..20 {
+        let k = format!("client-{i}");
+        assert_eq!(status(&a, "/clients", &[("X-Api-Key", &k)]), 200);
+        assert_eq!(status(&b, "/clients", &[("X-Api-Key", &k)]), 429);
+    }
+    let keys = cluster.keys();
+    let shared: Vec<&(u16, String)> = keys
+        .iter()
+        .filter(|(_, k)| k.contains("/shared:"))
+        .collect();
+    // the shared bucket, the two keyed clients and the address of the requests without a key
+    assert_eq!(shared.len(), 4, "{keys:?}");
+    assert!(shared.iter().all(|(s, _)| *s == shared[0].0), "{shared:?}");
+    let clients: std::collections::BTreeSet<u16> = keys
+        .iter()
+        .filter(|(_, k)| k.contains("/clients:"))
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        clients.len() >= 15,
+        "20 clients in {} slots: {keys:?}",
+        clients.len()
+    );
+
+    // the master of /deny's slot dies (its key expires at once: the slot of its name)
+    assert_eq!(status(&a, "/deny", &[]), 200);
+    let tag = gatehouse::limits::redis::hash_tag("endpoint * /deny");
+    let deny_slot = cluster.slot(&format!("gatehouse:{{{tag}}}:endpoint * /deny:shared"));
+    let victim = cluster.master_of(deny_slot).expect("a master");
+    cluster.nodes[victim].stop();
+    let started = std::time::Instant::now();
+    let denied = denied_until_back(&a, Duration::from_secs(30));
+    eprintln!(
+        "cluster failover: decisions back after {:?}, {denied} denied meanwhile",
+        started.elapsed()
+    );
+    assert!(
+        denied >= 1,
+        "the dead master's slot was denied until its replica took over"
+    );
+    assert!(cluster.master_of(deny_slot).is_some_and(|m| m != victim));
+    assert!(a.metric("gatehouse_redis_errors_total") >= 1.0);
+    // both instances decide on the cluster again
+    denied_until_back(&b, Duration::from_secs(30));
+}
+
+/// A master, a replica and a Sentinel: the master dies, the Sentinel promotes the replica,
+/// and decisions move to it by themselves (following `on_store_failure` until then).
+#[test]
+fn sentinel_failover_moves_decisions_to_the_new_master() {
+    let mut s = RedisSentinel::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let yaml = app_config(
+        &format!(
+            "{{ sentinel: {{ master: {SENTINEL_MASTER}, nodes: [\"{}\"] }}, timeout: 500ms }}",
+            s.sentinel.url()
+        ),
+        up.addr,
+        SHARED_ENDPOINTS,
+    );
+    let g = Gatehouse::start(&yaml);
+    denied_until_back(&g, Duration::from_secs(10));
+    assert!(s.master.calls("evalsha") + s.master.calls("eval") > 0);
+    s.master.stop();
+    let started = std::time::Instant::now();
+    let denied = denied_until_back(&g, Duration::from_secs(30));
+    eprintln!(
+        "sentinel failover: decisions back after {:?}, {denied} denied meanwhile",
+        started.elapsed()
+    );
+    assert!(denied >= 1);
+    assert_eq!(
+        s.master_port(),
+        s.replica.port,
+        "the Sentinel promoted the replica"
+    );
+    assert!(s.replica.calls("evalsha") + s.replica.calls("eval") > 0);
+}
+
+fn fleet_yaml(redis: &RedisServer, up: SocketAddr, heartbeat: &str) -> String {
+    app_config(
+        &format!("{{ url: \"{}\", heartbeat: {heartbeat} }}", redis.url()),
+        up,
+        r#"  - path: /f
+    backend: app
+    rate_limit: { max_rate: 100, client_max_rate: 1000000, every: 1s, store: fleet }
+"#,
+    )
+}
+
+const FLEET_LIMIT: &str = "gatehouse_fleet_instances{limit=\"endpoint * /f\"}";
+
+/// Requests sent to each instance over several connections, as fast as they go, for `dur`;
+/// the admitted ones. Every instance must also have rejected some (more offered than its
+/// share), or the count would measure the clients, not the limit.
+fn hammer(instances: &[&Gatehouse], dur: Duration) -> usize {
+    const CONNS: usize = 6;
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = instances
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g.addr, CONNS))
+            .map(|addr| {
+                sc.spawn(move || {
+                    let end = std::time::Instant::now() + dur;
+                    let mut c = Conn::open(addr).unwrap();
+                    let (mut ok, mut rejected) = (0, 0);
+                    while std::time::Instant::now() < end {
+                        let r = c.get("/f").expect("a response");
+                        if r.status == 200 {
+                            ok += 1;
+                        } else {
+                            assert_eq!(r.status, 503, "{}", r.text());
+                            rejected += 1;
+                        }
+                    }
+                    (ok, rejected)
+                })
+            })
+            .collect();
+        let got: Vec<(usize, usize)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        for (i, per) in got.chunks(CONNS).enumerate() {
+            let rejected: usize = per.iter().map(|p| p.1).sum();
+            assert!(rejected > 0, "instance {i} was never saturated: {per:?}");
+        }
+        got.iter().map(|p| p.0).sum()
+    })
+}
+
+/// Redis's commands so far (those run by scripts included), `INFO` itself left out.
+fn commands(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// `store: fleet`: three instances admit the fleet-wide limit between them (each a third),
+/// with no Redis command per request; one stops and the other two take over its share
+/// within three heartbeats.
+#[test]
+fn fleet_instances_share_the_limit_locally() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let hb = Duration::from_millis(300);
+    let yaml = fleet_yaml(&redis, up.addr, "300ms");
+    let a = Gatehouse::start(&yaml);
+    let b = Gatehouse::start(&yaml);
+    let mut c = Some(Gatehouse::start(&yaml));
+    let all = [&a, &b, c.as_ref().unwrap()];
+    wait_for("three instances counted", Duration::from_secs(10), || {
+        all.iter()
+            .all(|g| g.metric(FLEET_LIMIT) == 3.0)
+            .then_some(())
+    });
+    // no request yet: every bucket is full
+    let before = commands(&redis);
+    let dur = Duration::from_secs(5);
+    let admitted = hammer(&all, dur);
+    let calls = commands(&redis) - before;
+    // 100/s for 5 s plus each instance's burst of ceil(100/3) = 34: 602
+    let want = 500.0 + 3.0 * 34.0;
+    assert!(
+        (admitted as f64 - want).abs() <= want * 0.1,
+        "admitted {admitted}, want {want} ± 10%"
+    );
+    // heartbeats only: 3 instances, one script per heartbeat (~17 each in 5 s), each
+    // counted with the 5 commands it runs, however many requests were offered
+    let beats = 3 * (dur.as_millis() / hb.as_millis() + 3) as u64;
+    assert!(
+        calls <= 6 * beats,
+        "{calls} Redis commands for {admitted} admissions"
+    );
+    for g in all {
+        assert_eq!(g.metric("gatehouse_redis_errors_total"), 0.0, "{}", g.log());
+    }
+
+    // one instance stops (killed, no goodbye): its announcement lives two heartbeats
+    let stopped = std::time::Instant::now();
+    drop(c.take());
+    wait_for(
+        "the others to count two",
+        3 * hb + Duration::from_millis(700),
+        || {
+            [&a, &b]
+                .iter()
+                .all(|g| g.metric(FLEET_LIMIT) == 2.0)
+                .then_some(())
+        },
+    );
+    eprintln!("two counted {:?} after the stop", stopped.elapsed());
+    // a share of two refills in one second (50 tokens at 50/s): that time is part of what the
+    // next count measures, not a wait for readiness
+    std::thread::sleep(Duration::from_secs(1));
+    let dur = Duration::from_secs(3);
+    let admitted = hammer(&[&a, &b], dur);
+    // 100/s for 3 s plus two bursts of 50: 400
+    let want = 300.0 + 2.0 * 50.0;
+    assert!(
+        (admitted as f64 - want).abs() <= want * 0.1,
+        "admitted {admitted}, want {want} ± 10%"
+    );
+}
+
+/// Redis away: a fleet instance keeps its last count, and its limit keeps working.
+#[test]
+fn a_fleet_instance_keeps_its_count_without_redis() {
+    let mut redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let yaml = fleet_yaml(&redis, up.addr, "100ms");
+    let a = Gatehouse::start(&yaml);
+    let b = Gatehouse::start(&yaml);
+    wait_for("two instances counted", Duration::from_secs(10), || {
+        [&a, &b]
+            .iter()
+            .all(|g| g.metric(FLEET_LIMIT) == 2.0)
+            .then_some(())
+    });
+    redis.stop();
+    wait_for("a failed heartbeat", Duration::from_secs(10), || {
+        (a.metric("gatehouse_redis_errors_total") > 0.0).then_some(())
+    });
+    assert_eq!(a.metric(FLEET_LIMIT), 2.0);
+    // the share of two: capacity 50, then 503
+    let mut c = Conn::open(a.addr).unwrap();
+    let started = std::time::Instant::now();
+    let ok = (0..80)
+        .filter(|_| c.get("/f").unwrap().status == 200)
+        .count();
+    let refilled = (started.elapsed().as_secs_f64() * 50.0).ceil() as usize;
+    assert!(
+        (50..=50 + refilled).contains(&ok),
+        "{ok} (refilled {refilled})"
+    );
 }

@@ -4,7 +4,9 @@
 
 use super::file::{Dur, FileConfig};
 use super::redis::redis_block;
-pub use super::redis::{RedisConfig, RedisFile, DEFAULT_REDIS_TIMEOUT};
+pub use super::redis::{
+    RedisConfig, RedisFile, RedisServers, RedisTls, DEFAULT_HEARTBEAT, DEFAULT_REDIS_TIMEOUT,
+};
 use super::ConfigError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,10 +44,11 @@ pub struct RateLimitFile {
     /// The header name (strategy header) or placeholder name (strategy param).
     #[serde(default)]
     pub key: Option<String>,
-    /// Where the buckets live: local (this instance) or redis (shared by a fleet) (default
-    /// local).
+    /// Where the buckets live: local (this instance), fleet (the shared bucket at 1/N of the
+    /// limit per instance, N counted through Redis) or redis (every decision in Redis)
+    /// (default local).
     #[serde(default)]
-    #[schemars(extend("enum" = ["local", "redis", null]))]
+    #[schemars(extend("enum" = ["local", "fleet", "redis", null]))]
     pub store: Option<String>,
     /// store: redis only: what a decision does when Redis fails: allow, deny (503) or local
     /// (this instance's buckets) (default local).
@@ -93,9 +96,9 @@ pub struct BackendRateLimitFile {
     /// The period max_rate refers to (default 1s).
     #[serde(default)]
     pub every: Option<Dur>,
-    /// Where the bucket lives: local or redis (default local).
+    /// Where the bucket lives: local, fleet or redis (default local).
     #[serde(default)]
-    #[schemars(extend("enum" = ["local", "redis", null]))]
+    #[schemars(extend("enum" = ["local", "fleet", "redis", null]))]
     pub store: Option<String>,
     /// store: redis only: allow, deny or local when Redis fails (default local).
     #[serde(default)]
@@ -130,6 +133,9 @@ pub enum Store {
     Local,
     /// Shared by every instance through the `redis` block.
     Redis,
+    /// The shared bucket kept locally at `1/N` of the limit, N being the number of live
+    /// instances sharing it (counted through the `redis` block); client buckets local.
+    Fleet,
 }
 
 /// Largest burst window a Redis bucket keeps exactly: its Lua numbers are doubles, exact
@@ -200,7 +206,7 @@ pub struct LimitsConfig {
     pub service: Option<RateLimitConfig>,
     /// Only backends that have a limit.
     pub backends: BTreeMap<String, BackendLimitConfig>,
-    /// The `redis` block (required when a limit uses `store: redis`).
+    /// The `redis` block (required when a limit uses `store: redis` or `store: fleet`).
     pub redis: Option<RedisConfig>,
 }
 
@@ -214,16 +220,16 @@ pub fn validate(
 ) -> (LimitsConfig, Vec<Option<RateLimitConfig>>) {
     let mut e = Errs(errors);
     // YAML paths of the limits that use store: redis (they need the `redis` block)
-    let mut redis_users: Vec<String> = Vec::new();
+    let mut redis_users: Vec<(String, String)> = Vec::new();
     if let Some(r) = &f.rate_limit {
-        if r.store.as_deref() == Some("redis") {
-            redis_users.push("rate_limit".into());
+        if let Some(s @ ("redis" | "fleet")) = r.store.as_deref() {
+            redis_users.push(("rate_limit".into(), s.into()));
         }
     }
     for (i, ep) in f.endpoints.iter().enumerate() {
         if let Some(r) = &ep.rate_limit {
-            if r.store.as_deref() == Some("redis") {
-                redis_users.push(format!("endpoints[{i}].rate_limit"));
+            if let Some(s @ ("redis" | "fleet")) = r.store.as_deref() {
+                redis_users.push((format!("endpoints[{i}].rate_limit"), s.into()));
             }
         }
     }
@@ -260,8 +266,10 @@ pub fn validate(
                 &mut e, &p, "max_rate", "capacity", r.max_rate, r.capacity, every,
             );
             if kind == Store::Redis {
-                redis_users.push(p.clone());
                 redis_burst(&mut e, &p, "capacity", rate.as_ref());
+            }
+            if let Some(s @ ("redis" | "fleet")) = r.store.as_deref() {
+                redis_users.push((p.clone(), s.into()));
             }
             rate
         });
@@ -286,10 +294,10 @@ pub fn validate(
     }
     let redis = f.redis.as_ref().and_then(|r| redis_block(e.0, r));
     if f.redis.is_none() {
-        for p in &redis_users {
+        for (p, s) in &redis_users {
             e.push(
                 format!("{p}.store"),
-                "redis needs a top-level `redis` block (url, timeout)",
+                format!("{s} needs a top-level `redis` block (url, cluster or sentinel)"),
             );
         }
     }
@@ -353,10 +361,11 @@ fn store(e: &mut Errs, p: &str, s: Option<&str>) -> Store {
     match s {
         None | Some("local") => Store::Local,
         Some("redis") => Store::Redis,
+        Some("fleet") => Store::Fleet,
         Some(other) => {
             e.push(
                 format!("{p}.store"),
-                format!("unknown store {other:?} (expected local or redis)"),
+                format!("unknown store {other:?} (expected local, fleet or redis)"),
             );
             Store::Local
         }
@@ -644,7 +653,7 @@ endpoints:
         let e = errors("rate_limit: { max_rate: 1, store: redis }");
         assert_eq!(
             e,
-            ["rate_limit.store: redis needs a top-level `redis` block (url, timeout)"]
+            ["rate_limit.store: redis needs a top-level `redis` block (url, cluster or sentinel)"]
         );
         let e = errors("rate_limit: { max_rate: 1, on_store_failure: maybe }");
         assert!(

@@ -58,6 +58,41 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// A secret that is not a URL (a password read from a file, a private key): printed as
+/// `***`, and `expose()` is for the client library alone.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with the secret replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_string();
+        }
+        text.replace(&self.0, "***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// The spans of `url` that are secret: the password of the userinfo (the whole userinfo
 /// when it has no `:`, since some clients read a lone userinfo as a password), and the
 /// values of `password`/`pass` query parameters.

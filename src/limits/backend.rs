@@ -1,7 +1,8 @@
 //! A backend's limits: `max_concurrent` (an in-flight count, the slot held until the
-//! request ends) and its bucket, local or in Redis.
+//! request ends) and its bucket: local, in Redis, or this instance's share of a fleet's.
 
 use super::bucket::{Bucket, Gcra};
+use super::fleet::FleetShare;
 use super::redis::RedisClient;
 use super::{gcra, limited, store_unavailable};
 use crate::config::limits::{BackendLimitConfig, OnStoreFailure, Store as StoreKind};
@@ -18,6 +19,8 @@ pub struct BackendLimiter {
     /// `store: redis` for the bucket (the local one is then the `local` fallback).
     pub(super) redis: Option<Arc<RedisClient>>,
     redis_key: String,
+    /// `store: fleet`: this instance's share of the bucket.
+    pub(super) fleet: Option<Arc<FleetShare>>,
 }
 
 /// Holds one in-flight slot of a backend; released when dropped (the request's end).
@@ -42,6 +45,12 @@ impl BackendLimiter {
             inflight: AtomicUsize::new(0),
             redis: redis.filter(|_| cfg.store == StoreKind::Redis),
             redis_key: format!("gatehouse:backend {name}:shared"),
+            fleet: match (&cfg.rate, cfg.store) {
+                (Some(r), StoreKind::Fleet) => {
+                    Some(Arc::new(FleetShare::new(&format!("backend {name}"), r)))
+                }
+                _ => None,
+            },
         }
     }
 
@@ -65,6 +74,14 @@ impl BackendLimiter {
             None => None,
         };
         if let Some((g, b)) = &self.rate {
+            let share;
+            let g = match &self.fleet {
+                Some(f) => {
+                    share = f.gcra();
+                    &share
+                }
+                None => g,
+            };
             let o = match &self.redis {
                 None => b.check(g, now),
                 Some(r) => match Box::pin(r.take(&[(self.redis_key.as_str(), g)])).await {

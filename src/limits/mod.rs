@@ -11,18 +11,21 @@
 //!
 //! A block or backend with `store: redis` asks Redis instead (`redis.rs`: one script call per
 //! block, time from Redis); its local buckets are then the `on_store_failure: local`
-//! fallback. The local path stays synchronous and allocation-free.
+//! fallback. With `store: fleet` the shared bucket stays local at this instance's share
+//! (`fleet.rs`). The local path stays synchronous and allocation-free.
 //!
 //! `route.rs` holds a `rate_limit` block, `backend.rs` a backend's limits, `headers.rs` the
 //! per-request state; `local.rs` and `redis.rs` are the stores, `bucket.rs` the GCRA core.
 
 pub mod backend;
 pub mod bucket;
+pub mod fleet;
 pub mod headers;
 pub mod local;
 pub mod policy;
 pub mod redis;
 pub mod route;
+pub mod service;
 
 pub use backend::{BackendLimiter, InflightGuard};
 pub use headers::RequestLimits;
@@ -110,6 +113,25 @@ pub fn by_ident<'a>(
 }
 
 impl Limits {
+    /// The `store: fleet` shares of these limits, the endpoints' and the backends' given.
+    pub fn fleet_shares<'a>(
+        &'a self,
+        endpoints: impl Iterator<Item = &'a Arc<RouteLimiter>>,
+        backends: impl Iterator<Item = &'a Arc<BackendLimiter>>,
+    ) -> Vec<Arc<fleet::FleetShare>> {
+        let mut out: Vec<Arc<fleet::FleetShare>> = Vec::new();
+        let routes = self.service.iter().chain(endpoints);
+        for f in routes
+            .filter_map(|r| r.fleet.as_ref())
+            .chain(backends.filter_map(|b| b.fleet.as_ref()))
+        {
+            if !out.iter().any(|o| o.key == f.key) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+
     /// Compiles the limits of `config` that belong to neither an endpoint nor a backend, reusing (same `Arc`, same
     /// buckets) every limiter of `previous` whose identity and config are unchanged.
     pub fn compile(config: &Config, previous: Option<&Limits>) -> Limits {
@@ -123,7 +145,7 @@ impl Limits {
                     Ok(r) => Some(r),
                     Err(e) => {
                         // validation parsed the same URL: not expected
-                        log::error!("redis.url: {e}; store: redis limits stay local");
+                        log::error!("redis: {e}; store: redis limits stay local");
                         None
                     }
                 })
@@ -153,7 +175,7 @@ impl Limits {
     fn keeps(&self, had: &Option<Arc<RedisClient>>, store: StoreKind) -> bool {
         let want = match store {
             StoreKind::Redis => self.redis.as_ref(),
-            StoreKind::Local => None,
+            StoreKind::Local | StoreKind::Fleet => None,
         };
         same_redis(had, want)
     }
@@ -205,10 +227,11 @@ impl Limits {
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
         let service = self.service.as_deref();
-        // Both blocks on the same Redis: one round trip for the whole decision.
+        // Both blocks on the same Redis: one round trip for the whole decision (on a
+        // cluster, one per block: their keys are in different slots).
         if let (Some(s), Some(e)) = (service, endpoint) {
             if let (Some(rs), Some(re)) = (&s.redis, &e.redis) {
-                if Arc::ptr_eq(rs, re) {
+                if Arc::ptr_eq(rs, re) && !rs.is_cluster() {
                     let blocks = [(s, None), (e, param)];
                     return Box::pin(check_redis_blocks(rs, &blocks, r, state)).await;
                 }

@@ -1,4 +1,5 @@
-//! The Redis store (`store: redis`): buckets shared by every instance of a fleet.
+//! The Redis store (`store: redis`): buckets shared by every instance of a fleet, and the
+//! heartbeat through which `store: fleet` instances count each other.
 //!
 //! - Same semantics as the local store: the GCRA of `bucket.rs`, run by a Lua script inside
 //!   Redis, so a decision (a block's client bucket, then its shared bucket) is one atomic
@@ -8,29 +9,33 @@
 //!   expiring (PX) when the bucket is full again, which is when it equals an absent key.
 //! - Lua numbers are doubles: the script splits the TAT into seconds and nanoseconds, and
 //!   validation keeps every burst window under 2^53 ns (104 days), so it stays exact.
-//! - The client is `redis::aio::ConnectionManager` (one multiplexed connection, reconnecting
-//!   by itself), created lazily on the first decision, so a config naming Redis loads, checks
-//!   and serves without one. Each decision has `redis.timeout` as its budget. After a timeout
-//!   or a connection error, decisions fail at once (no request waits for a reconnect) while a
-//!   background probe PINGs until Redis answers again.
+//! - One server, or the master a Sentinel names: `redis::aio::ConnectionManager` (one
+//!   multiplexed connection, reconnecting by itself). A Redis Cluster: redis-rs's
+//!   `cluster_async::ClusterConnection`, which follows `MOVED`/`ASK` and refreshes its slot
+//!   map after a failover; the keys of one decision carry one hash tag (`route.rs`), so its
+//!   script runs on one node. After a Sentinel failover the old master refuses writes
+//!   (`READONLY`) or is gone: either puts the client down, and the probe asks the Sentinels
+//!   for the master again.
+//! - TLS is rustls (the process's other TLS stack, Pingora's OpenSSL, stays the listeners').
+//! - The connection is created lazily (by the first decision or the background service), so
+//!   a config naming Redis loads, checks and serves without one. Each decision has
+//!   `redis.timeout` as its budget. After a timeout or a connection, TLS or AUTH error,
+//!   decisions fail at once (no request waits for a reconnect) while a background probe
+//!   PINGs until Redis answers again; they are counted under the kind of that failure.
 
 use super::bucket::{Gcra, Outcome};
 use super::local::Key;
-use crate::config::limits::RedisConfig;
+use crate::config::limits::{RedisConfig, RedisServers, RedisTls};
 use crate::metrics::metrics;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{IntoConnectionInfo, RedisFuture};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// The GCRA of `bucket.rs` over several buckets, in order, stopping at the first rejection
-/// (a rejected request changes nothing in that bucket; earlier admissions stand, as in the
-/// local store).
-///
-/// KEYS: bucket keys. ARGV[1]: `now` in ns for tests, or "" for Redis's `TIME`; then
-/// `interval, burst` (ns) per key. Returns a flat array, per bucket checked: `1, debt` when
-/// admitted (`tat - now` after it), `0, wait` when rejected.
 pub const SCRIPT: &str = r#"
 local E = 1000000000
 local function split(v)
@@ -78,7 +83,21 @@ end
 return out
 "#;
 
-/// Why a Redis decision failed: the `kind` label of `gatehouse_redis_errors_total`.
+/// Announces an instance in the sorted set of a `store: fleet` limit (its score: when the
+/// announcement expires, Redis's time in ms), drops the expired ones, and counts the rest.
+/// The set itself expires with the last announcement. KEYS[1]: the set; ARGV: instance id,
+/// time to live in ms. Returns the number of live instances.
+pub const HEARTBEAT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Why a Redis call failed: the `kind` label of `gatehouse_redis_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
     /// No answer within `redis.timeout`.
@@ -87,6 +106,10 @@ pub enum StoreError {
     Connection,
     /// Redis answered with an error or an unexpected reply.
     Script,
+    /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`).
+    Auth,
+    /// The TLS handshake failed (certificate, name, protocol).
+    Tls,
 }
 
 impl StoreError {
@@ -95,16 +118,44 @@ impl StoreError {
             StoreError::Timeout => "timeout",
             StoreError::Connection => "connection",
             StoreError::Script => "script",
+            StoreError::Auth => "auth",
+            StoreError::Tls => "tls",
         }
     }
 
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(c: u8) -> StoreError {
+        [
+            StoreError::Timeout,
+            StoreError::Connection,
+            StoreError::Script,
+            StoreError::Auth,
+            StoreError::Tls,
+        ]
+        .get(usize::from(c))
+        .copied()
+        .unwrap_or(StoreError::Connection)
+    }
+
     fn of(e: &redis::RedisError) -> StoreError {
-        if e.is_timeout() {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        {
+            StoreError::Auth
+        } else if is_tls(e) {
+            StoreError::Tls
+        } else if e.is_timeout() {
             StoreError::Timeout
         } else if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
+            // a demoted master (Sentinel failover): ask for the master again
+            || e.code() == Some("READONLY")
+            || e.is_cluster_error()
         {
             StoreError::Connection
         } else {
@@ -113,61 +164,297 @@ impl StoreError {
     }
 }
 
+/// Whether a rustls error is in the chain of `e`.
+fn is_tls(e: &redis::RedisError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    // errors the client library reports as text only
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("invalid peer certificate") || text.contains("handshake") || text.contains("tls")
+}
+
 /// How often the background probe PINGs a Redis that failed, and its own budget.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One Redis, shared by every limit with `store: redis` (and kept across reloads while the
+/// Where connections come from.
+enum Source {
+    One(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+    /// Asked for the master's address at each (re)connection.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+/// A live connection: one server (or the master of a Sentinel) or a cluster.
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::One(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::One(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// One Redis (server, cluster or Sentinel-managed master), shared by every limit with
+/// `store: redis` and the heartbeat of `store: fleet` (and kept across reloads while the
 /// `redis` block is unchanged).
 pub struct RedisClient {
     pub cfg: RedisConfig,
-    client: redis::Client,
-    /// Created on the first decision (it needs the tokio runtime of a request).
-    conn: OnceLock<Option<ConnectionManager>>,
+    source: Source,
+    conn: ArcSwapOption<Conn>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
     script: redis::Script,
+    heartbeat: redis::Script,
     /// False from a timeout or connection error until the probe gets an answer.
     healthy: AtomicBool,
+    /// The `StoreError` that put it down: what the decisions failing over meanwhile count.
+    down_kind: AtomicU8,
     probing: AtomicBool,
 }
 
+fn certificates(tls: &RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.expose().as_bytes().to_vec(),
+            }),
+        root_cert: tls.ca.clone(),
+    }
+}
+
+fn tls_mode(tls: &RedisTls) -> redis::TlsMode {
+    if tls.verify {
+        redis::TlsMode::Secure
+    } else {
+        redis::TlsMode::Insecure
+    }
+}
+
+/// A server's connection info: the URL's, with the block's credentials and TLS settings.
+fn node_info(cfg: &RedisConfig, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    let mut info = url.into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(u) = &cfg.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &cfg.password {
+        settings = settings.set_password(p.expose());
+    }
+    info = info.set_redis_settings(settings);
+    if let Some(tls) = &cfg.tls {
+        if let redis::ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
+            info = info.set_addr(redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: !tls.verify,
+                tls_params: None,
+            });
+        }
+    }
+    Ok(info)
+}
+
+fn source(cfg: &RedisConfig) -> redis::RedisResult<Source> {
+    // rustls picks its crypto from the process default: ring, the one compiled in
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(match &cfg.servers {
+        RedisServers::One(url) => {
+            let info = node_info(cfg, url.expose())?;
+            Source::One(match &cfg.tls {
+                Some(tls) if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) => {
+                    redis::Client::build_with_tls(info, certificates(tls))?
+                }
+                _ => redis::Client::open(info)?,
+            })
+        }
+        RedisServers::Cluster(urls) => {
+            let infos = urls
+                .iter()
+                .map(|u| node_info(cfg, u.expose()))
+                .collect::<redis::RedisResult<Vec<_>>>()?;
+            let mut b = redis::cluster::ClusterClientBuilder::new(infos)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(cfg.timeout.max(Duration::from_millis(100)))
+                .retries(2)
+                .min_retry_wait(10)
+                .max_retry_wait(100);
+            if let Some(u) = &cfg.username {
+                b = b.username(u);
+            }
+            if let Some(p) = &cfg.password {
+                b = b.password(p.expose());
+            }
+            if let Some(tls) = &cfg.tls {
+                b = b.tls(tls_mode(tls)).certs(certificates(tls));
+            }
+            Source::Cluster(b.build()?)
+        }
+        RedisServers::Sentinel { master, nodes } => {
+            let mut addrs = Vec::with_capacity(nodes.len());
+            let mut sentinel_auth = None;
+            for n in nodes {
+                let info = n.expose().into_connection_info()?;
+                let s = info.redis_settings();
+                if sentinel_auth.is_none() && s.password().is_some() {
+                    sentinel_auth = Some((
+                        s.username().map(str::to_string),
+                        s.password().unwrap_or_default().to_string(),
+                    ));
+                }
+                addrs.push(info.addr().clone());
+            }
+            let sentinel_tls = addrs
+                .iter()
+                .any(|a| matches!(a, redis::ConnectionAddr::TcpTls { .. }));
+            let mut b = redis::sentinel::SentinelClientBuilder::new(
+                addrs,
+                master,
+                redis::sentinel::SentinelServerType::Master,
+            )?;
+            if let Some(u) = &cfg.username {
+                b = b.set_client_to_redis_username(u);
+            }
+            if let Some(p) = &cfg.password {
+                b = b.set_client_to_redis_password(p.expose());
+            }
+            if let Some((u, p)) = sentinel_auth {
+                if let Some(u) = u {
+                    b = b.set_client_to_sentinel_username(u);
+                }
+                b = b.set_client_to_sentinel_password(p);
+            }
+            if let Some(tls) = &cfg.tls {
+                b = b
+                    .set_client_to_redis_tls_mode(tls_mode(tls))
+                    .set_client_to_redis_certificates(certificates(tls));
+                if sentinel_tls {
+                    b = b
+                        .set_client_to_sentinel_tls_mode(tls_mode(tls))
+                        .set_client_to_sentinel_certificates(certificates(tls));
+                }
+            }
+            Source::Sentinel(tokio::sync::Mutex::new(b.build()?))
+        }
+    })
+}
+
+fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, cfg)
+}
+
 impl RedisClient {
-    /// Parses the URL; connects nothing.
+    /// Checks the URLs and builds the client; connects nothing.
     pub fn new(cfg: &RedisConfig) -> Result<Arc<RedisClient>, String> {
-        let client =
-            redis::Client::open(cfg.url.expose()).map_err(|e| cfg.url.scrub(&e.to_string()))?;
+        let source = source(cfg).map_err(|e| cfg.scrub(&e.to_string()))?;
         Ok(Arc::new(RedisClient {
             cfg: cfg.clone(),
-            client,
-            conn: OnceLock::new(),
+            source,
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
             script: redis::Script::new(SCRIPT),
+            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
             healthy: AtomicBool::new(true),
+            down_kind: AtomicU8::new(StoreError::Connection.code()),
             probing: AtomicBool::new(false),
         }))
     }
 
-    /// The connection manager, created (lazily connecting) on first use from within a tokio
-    /// runtime; the connection and the script are then warmed up in the background.
-    fn conn(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.get() {
-            return c.clone();
+    /// Whether the servers are a Redis Cluster (the keys of one call must share a slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.cfg.servers, RedisServers::Cluster(_))
+    }
+
+    /// The connection, made on first use from within a tokio runtime (one attempt at a
+    /// time); the script is then loaded in the background.
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
         }
-        tokio::runtime::Handle::try_current().ok()?;
-        self.conn
-            .get_or_init(|| {
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500));
-                let m = ConnectionManager::new_lazy_with_config(self.client.clone(), cfg).ok()?;
-                let mut warm = m.clone();
-                let script = self.script.clone();
-                tokio::spawn(async move {
-                    let _ = script.prepare_invoke().load_async(&mut warm).await;
-                });
-                Some(m)
-            })
-            .clone()
+        tokio::runtime::Handle::try_current().map_err(|_| StoreError::Connection)?;
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let c = match &self.source {
+            Source::One(client) => manager(client.clone()).map(Conn::One),
+            Source::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            Source::Sentinel(s) => {
+                let client = s.lock().await.async_get_client().await;
+                client.and_then(manager).map(Conn::One)
+            }
+        };
+        let c = c.map_err(|e| {
+            let kind = StoreError::of(&e);
+            log::debug!("redis {}: {}", self.cfg, self.cfg.scrub(&e.to_string()));
+            if kind == StoreError::Script {
+                StoreError::Connection
+            } else {
+                kind
+            }
+        })?;
+        self.conn.store(Some(Arc::new(c.clone())));
+        let mut warm = c.clone();
+        let script = self.script.clone();
+        tokio::spawn(async move {
+            let _ = script.prepare_invoke().load_async(&mut warm).await;
+        });
+        Ok(c)
+    }
+
+    /// Connects now if nothing did yet (the background service calls it, so that the first
+    /// decisions do not pay for the connection).
+    pub async fn warm(&self) {
+        if self.conn.load().is_none() {
+            let _ = tokio::time::timeout(PROBE_TIMEOUT, self.connection()).await;
+        }
     }
 
     /// Whether decisions currently go to Redis (false while the probe waits for it).
@@ -181,7 +468,7 @@ impl RedisClient {
     pub fn state(&self) -> &'static str {
         if !self.is_healthy() {
             "down"
-        } else if self.conn.get().is_none() {
+        } else if self.conn.load().is_none() {
             "idle"
         } else {
             "up"
@@ -206,8 +493,10 @@ impl RedisClient {
         let r = self.call(buckets, now).await;
         if let Err(e) = r {
             metrics().redis_errors.with_label_values(&[e.kind()]).inc();
-            if e != StoreError::Script {
-                self.mark_down();
+            // On a cluster a failure is one slot's (its master failing over): the other
+            // slots' decisions go on, and the client finds the new master by itself.
+            if e != StoreError::Script && !self.is_cluster() {
+                self.mark_down(e);
             }
         }
         r
@@ -219,9 +508,12 @@ impl RedisClient {
         now: Option<u64>,
     ) -> Result<Vec<Outcome>, StoreError> {
         if !self.is_healthy() {
-            return Err(StoreError::Connection);
+            return Err(StoreError::from_code(
+                self.down_kind.load(Ordering::Relaxed),
+            ));
         }
-        let mut conn = self.conn().ok_or(StoreError::Connection)?;
+        // no runtime to connect from (nor a timer to bound the call)
+        tokio::runtime::Handle::try_current().map_err(|_| StoreError::Connection)?;
         let mut inv = self.script.prepare_invoke();
         let mut now_arg = String::new();
         if let Some(n) = now {
@@ -232,21 +524,67 @@ impl RedisClient {
             inv.key(*key).arg(g.interval).arg(g.burst);
         }
         let start = Instant::now();
-        let reply =
-            tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await;
+        let reply = tokio::time::timeout(self.cfg.timeout, async {
+            let mut conn = self.connection().await?;
+            inv.invoke_async::<Vec<i64>>(&mut conn)
+                .await
+                .map_err(|e| StoreError::of(&e))
+        })
+        .await;
         metrics()
             .redis_latency
             .observe(start.elapsed().as_secs_f64());
         let flat = match reply {
             Err(_) => return Err(StoreError::Timeout),
-            Ok(Err(e)) => return Err(StoreError::of(&e)),
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(v)) => v,
         };
         outcomes(&flat, buckets).ok_or(StoreError::Script)
     }
 
+    /// One heartbeat of a `store: fleet` limit: announces `instance` under `key` for `ttl`
+    /// and returns the number of live instances. Not on the request path; a failure is
+    /// counted in `gatehouse_redis_errors_total` and leaves the decisions' health alone.
+    pub async fn beat(&self, key: &str, instance: &str, ttl: Duration) -> Result<u64, StoreError> {
+        let mut inv = self.heartbeat.prepare_invoke();
+        inv.key(key)
+            .arg(instance)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let budget = self.cfg.timeout.max(PROBE_TIMEOUT);
+        let r = tokio::time::timeout(budget, async {
+            let mut conn = self.connection().await?;
+            inv.invoke_async::<u64>(&mut conn)
+                .await
+                .map_err(|e| StoreError::of(&e))
+        })
+        .await
+        .unwrap_or(Err(StoreError::Timeout));
+        if let Err(e) = r {
+            metrics().redis_errors.with_label_values(&[e.kind()]).inc();
+            if matches!(self.source, Source::Sentinel(_)) && e != StoreError::Script {
+                // the master may have moved: ask the Sentinels again next time
+                self.conn.store(None);
+            }
+        }
+        r
+    }
+
+    /// Withdraws `instance` from `key` (a clean stop: the others take over at once).
+    pub async fn leave(&self, key: &str, instance: &str) {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(key).arg(instance);
+        let _ = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<i64>(&mut conn)
+                .await
+                .map_err(|e| StoreError::of(&e))
+        })
+        .await;
+    }
+
     /// Decisions fail fast from now on, until a background PING gets an answer.
-    fn mark_down(self: &Arc<Self>) {
+    fn mark_down(self: &Arc<Self>, why: StoreError) {
+        self.down_kind.store(why.code(), Ordering::Relaxed);
         self.healthy.store(false, Ordering::Relaxed);
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
@@ -263,23 +601,34 @@ impl RedisClient {
                 if this.ping().await {
                     this.probing.store(false, Ordering::Release);
                     this.healthy.store(true, Ordering::Relaxed);
-                    log::info!("redis {} answers again", this.cfg.url);
+                    log::info!("redis {} answers again", this.cfg);
                     return;
                 }
                 drop(this);
                 tokio::time::sleep(PROBE_EVERY).await;
             }
         });
-        log::warn!("redis {} failed: limits use on_store_failure", self.cfg.url);
+        log::warn!(
+            "redis {} failed: limits use on_store_failure ({})",
+            self.cfg,
+            why.kind()
+        );
     }
 
+    /// Whether Redis answers a PING (for a Sentinel's master: the master it names now).
     async fn ping(&self) -> bool {
-        let Some(mut c) = self.conn() else {
-            return false;
-        };
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut c);
-        matches!(tokio::time::timeout(PROBE_TIMEOUT, ping).await, Ok(Ok(_)))
+        if matches!(self.source, Source::Sentinel(_)) {
+            self.conn.store(None);
+        }
+        let ok = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut c = self.connection().await?;
+            let cmd = redis::cmd("PING");
+            cmd.query_async::<String>(&mut c)
+                .await
+                .map_err(|e| StoreError::of(&e))
+        })
+        .await;
+        matches!(ok, Ok(Ok(_)))
     }
 }
 
@@ -306,11 +655,29 @@ fn outcomes(flat: &[i64], buckets: &[(&str, &Gcra)]) -> Option<Vec<Outcome>> {
     Some(out)
 }
 
-/// The Redis key of a client's bucket: the set's prefix and the client key in hex.
-pub fn client_bucket_key(prefix: &str, key: Key) -> String {
-    let mut s = String::with_capacity(prefix.len() + 32);
-    s.push_str(prefix);
-    let _ = write!(s, "{:016x}{:016x}", key[0], key[1]);
+/// The Redis key of a client's bucket: the set's prefix and the client key in hex, or, when
+/// `client_tag` (a Redis Cluster block without a shared bucket), the client key as the hash
+/// tag in front of the prefix, so that clients spread over the cluster's slots.
+pub fn client_bucket_key(prefix: &str, key: Key, client_tag: bool) -> String {
+    let mut s = String::with_capacity(prefix.len() + 48);
+    if client_tag {
+        let _ = write!(s, "gatehouse:{{{:016x}{:016x}}}:{prefix}", key[0], key[1]);
+    } else {
+        s.push_str(prefix);
+        let _ = write!(s, "{:016x}{:016x}", key[0], key[1]);
+    }
+    s
+}
+
+/// The hash tag of a limiter on a Redis Cluster: 64 bits of the SHA-256 of its identity, in
+/// hex (an identity may hold braces, which would end a tag).
+pub fn hash_tag(ident: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(ident.as_bytes());
+    let mut s = String::with_capacity(16);
+    for b in &d[..8] {
+        let _ = write!(s, "{b:02x}");
+    }
     s
 }
 
@@ -349,8 +716,15 @@ mod tests {
     #[test]
     fn keys_are_prefixed_and_hex() {
         assert_eq!(
-            client_bucket_key("gatehouse:service:client:", [1, 0xff]),
+            client_bucket_key("gatehouse:service:client:", [1, 0xff], false),
             "gatehouse:service:client:000000000000000100000000000000ff"
         );
+        assert_eq!(
+            client_bucket_key("service:client:", [1, 0xff], true),
+            "gatehouse:{000000000000000100000000000000ff}:service:client:"
+        );
+        let t = hash_tag("endpoint * /p/{id}");
+        assert_eq!(t.len(), 16);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

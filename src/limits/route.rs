@@ -4,6 +4,7 @@
 //! once; a `store: redis` block asks Redis, one script call for all its buckets.
 
 use super::bucket::{Bucket, Gcra};
+use super::fleet::FleetShare;
 use super::headers::RequestLimits;
 use super::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use super::redis::{self, RedisClient};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 struct ClientSet {
     gcra: Gcra,
     store: LocalStore,
-    /// Prefix of its clients' Redis keys: `gatehouse:<limiter>:<set>:`.
+    /// Prefix of its clients' Redis keys: `gatehouse:<limiter>:<set>:` (see `KeyShape`).
     redis_prefix: String,
 }
 
@@ -33,6 +34,21 @@ impl ClientSet {
             redis_prefix,
         }
     }
+}
+
+/// How a block's Redis keys are named. On a Redis Cluster the keys of one script call must
+/// share a slot, so they carry a hash tag: a block with a shared bucket tags all its keys with
+/// its identity (every decision touches the shared key, so they all live in its slot); a
+/// block with client buckets only tags each client's key with the client, which spreads
+/// clients over the slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyShape {
+    /// One server or a Sentinel's master: `gatehouse:<limiter>:<set>:<client>`.
+    Plain,
+    /// `gatehouse:{<hash of limiter>}:<limiter>:<set>:<client>`.
+    LimiterTag,
+    /// `gatehouse:{<client>}:<limiter>:<set>:`.
+    ClientTag,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +74,9 @@ pub struct RouteLimiter {
     pub(super) redis: Option<Arc<RedisClient>>,
     /// Redis key of the shared bucket.
     shared_key: String,
+    key_shape: KeyShape,
+    /// `store: fleet`: this instance's share of the shared bucket.
+    pub(super) fleet: Option<Arc<FleetShare>>,
 }
 
 impl RouteLimiter {
@@ -67,7 +86,17 @@ impl RouteLimiter {
         scope: Scope,
         redis: Option<Arc<RedisClient>>,
     ) -> RouteLimiter {
-        let prefix = format!("gatehouse:{ident}:");
+        let redis = redis.filter(|_| cfg.store == StoreKind::Redis);
+        let key_shape = match &redis {
+            Some(r) if r.is_cluster() && cfg.shared.is_some() => KeyShape::LimiterTag,
+            Some(r) if r.is_cluster() => KeyShape::ClientTag,
+            _ => KeyShape::Plain,
+        };
+        let prefix = match key_shape {
+            KeyShape::Plain => format!("gatehouse:{ident}:"),
+            KeyShape::LimiterTag => format!("gatehouse:{{{}}}:{ident}:", redis::hash_tag(&ident)),
+            KeyShape::ClientTag => format!("{ident}:"),
+        };
         let (tier_header, tiers) = match &cfg.tiers {
             Some(t) => (
                 http::HeaderName::from_bytes(t.key.as_bytes()).ok(),
@@ -90,7 +119,6 @@ impl RouteLimiter {
             Strategy::Param(p) => (None, Some(p.clone())),
         };
         RouteLimiter {
-            ident,
             cfg: cfg.clone(),
             scope,
             shared: cfg.shared.as_ref().map(|r| (gcra(r), Bucket::new())),
@@ -102,8 +130,14 @@ impl RouteLimiter {
             tiers,
             key_header,
             param,
-            redis: redis.filter(|_| cfg.store == StoreKind::Redis),
+            fleet: match (&cfg.shared, cfg.store) {
+                (Some(r), StoreKind::Fleet) => Some(Arc::new(FleetShare::new(&ident, r))),
+                _ => None,
+            },
+            redis,
             shared_key: format!("{prefix}shared"),
+            key_shape,
+            ident,
         }
     }
 
@@ -193,6 +227,14 @@ impl RouteLimiter {
             }
         }
         if let Some((g, b)) = &self.shared {
+            let share;
+            let g = match &self.fleet {
+                Some(f) => {
+                    share = f.gcra();
+                    &share
+                }
+                None => g,
+            };
             let o = b.check(g, r.now);
             if self.cfg.headers {
                 state.report(shared_name, g, &o);
@@ -237,8 +279,11 @@ pub(super) async fn check_redis_blocks(
     ];
     for (i, (b, param)) in blocks.iter().enumerate().take(2) {
         if let Some(set) = sets[i] {
-            keys[i] =
-                redis::client_bucket_key(&set.redis_prefix, b.client_key(r.head, r.ip, *param));
+            keys[i] = redis::client_bucket_key(
+                &set.redis_prefix,
+                b.client_key(r.head, r.ip, *param),
+                b.key_shape == KeyShape::ClientTag,
+            );
         }
     }
     let mut buckets: [(&str, &Gcra); 4] = [("", &ZERO); 4];

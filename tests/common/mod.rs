@@ -26,5 +26,5 @@ pub use self::{
     poll::wait_for,
     ports::{dead_addr, free_port, free_ports, listeners, DeadAddr, Listener},
     process::{bin, metric_value, Gatehouse},
-    redis::RedisServer,
+    redis::{RedisCluster, RedisSentinel, RedisServer, RedisTlsFiles, SENTINEL_MASTER},
 };
