@@ -194,6 +194,71 @@ if [ "$TLS" = 1 ]; then
   run nginx-h2 "$NGXS" https --http2 -p 8
   run gatehouse-h2 "$GHS" https --http2 -p 8
 fi
+# TLS handshakes (HS=0 skips them; with TLS=1 only): new and resumed handshakes per second and
+# the server's CPU microseconds per handshake, HS_CLIENTS openssl s_time clients at once for
+# HS_TIME seconds. openssl here is the system's (a classical client: X25519 key shares); the
+# same certificate on both proxies (ECDSA P-256).
+#   -hs-new        TLS 1.3, a full handshake per connection, no request
+#   -hs-new-req    the same, plus one HTTP/1.0 request (s_time -www /bench)
+#   -hs-resumed    TLS 1.3 resumed with a session ticket, plus one request: s_time reads the
+#                  ticket only with a request; compare with -hs-new-req
+#   -hs-resumed12  TLS 1.2 abbreviated handshakes (s_time -reuse -tls1_2), no request
+# Then a post-quantum hybrid client, gatehouse alone (nginx's system OpenSSL has no ML-KEM):
+# oha without keep-alive (rustls, which offers X25519MLKEM768 first), a new connection, full
+# handshake and one request each; -conn-http is the same without TLS, so the difference is
+# the handshake; nginx-hs-oha is nginx with the same client, classical (it picks X25519).
+# benches/tls_group.py prints the group each server picks for such a client.
+HS=${HS:-1}
+HS_TIME=${HS_TIME:-10}
+HS_CLIENTS=${HS_CLIENTS:-4}
+declare -A HSR HSC
+hs_run() { # name port s_time args...; the process is the name up to the first -
+  local name=$1 port=$2 pids before=0 after=0 t0 t1 c cl=()
+  shift 2
+  pids=$(proxy_pids "${name%%-*}")
+  for p in $pids; do before=$((before + $(ticks "$p"))); done
+  t0=$(date +%s.%N)
+  for c in $(seq "$HS_CLIENTS"); do
+    openssl s_time -connect "127.0.0.1:$port" -time "$HS_TIME" "$@" > "$WORK/$name.$c.stime" 2>&1 &
+    cl+=($!)
+  done
+  wait "${cl[@]}"
+  t1=$(date +%s.%N)
+  for p in $pids; do after=$((after + $(ticks "$p"))); done
+  python3 - "$WORK" "$name" "$HS_CLIENTS" $((after - before)) "$HZ" "$t0" "$t1" <<'PY' > "$WORK/$name.line"
+import re, sys
+work, name, n, ticks, hz, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+conns = reused = full = 0
+for c in range(1, n + 1):
+    out = open(f"{work}/{name}.{c}.stime").read()
+    m = re.findall(r"^(\d+) connections in [\d.]+s;", out, re.M)
+    conns += int(m[-1]) if m else 0
+    body = out.split("starting", 1)[-1]
+    reused += body.count("r"); full += body.count("*")
+print(f"{name} {conns / (t1 - t0):.0f} {ticks / hz * 1e6 / max(conns, 1):.1f} {reused / max(reused + full, 1):.2f} {conns}")
+PY
+  read -r n hps cpu rfrac total < "$WORK/$name.line"
+  printf "%-22s %10s %12s %9s   (%s connections)\n" "$n" "$hps" "$cpu" "$rfrac" "$total"
+  HSR[$name]=$hps; HSC[$name]=$cpu
+}
+if [ "$TLS" = 1 ] && [ "$HS" = 1 ]; then
+  echo
+  printf "%-22s %10s %12s %9s\n" handshakes hs/s cpu_us/hs resumed
+  for proxy in nginx gatehouse; do
+    port=$([ $proxy = nginx ] && echo "$NGXS" || echo "$GHS")
+    hs_run $proxy-hs-new "$port" -new -tls1_3
+    hs_run $proxy-hs-new-req "$port" -new -tls1_3 -www /bench
+    hs_run $proxy-hs-resumed "$port" -reuse -tls1_3 -www /bench
+    hs_run $proxy-hs-resumed12 "$port" -reuse -tls1_2
+  done
+  echo "key-exchange group picked for a PQ-hybrid client: nginx $(python3 benches/tls_group.py 127.0.0.1 "$NGXS" 2>&1)," \
+    "gatehouse $(python3 benches/tls_group.py 127.0.0.1 "$GHS" 2>&1)"
+  run gatehouse-hs-pq "$GHS" https --disable-keepalive
+  run gatehouse-conn-http "$GHP" http --disable-keepalive
+  run nginx-hs-oha "$NGXS" https --disable-keepalive
+  run nginx-conn-http "$NGX" http --disable-keepalive
+fi
+
 ratio() { # label target reference
   python3 - "$1" "${RPS[$2]}" "${RPS[$3]}" "${CPU[$2]}" "${CPU[$3]}" <<'PY'
 import sys
@@ -211,6 +276,14 @@ ratio "full chain / passthrough" gatehouse_full gatehouse
 if [ "$TLS" = 1 ]; then
   ratio "gatehouse/nginx https" gatehouse-https nginx-https
   ratio "gatehouse/nginx h2" gatehouse-h2 nginx-h2
+fi
+if [ "$TLS" = 1 ] && [ "$HS" = 1 ]; then
+  for k in hs-new hs-new-req hs-resumed hs-resumed12; do
+    python3 -c "import sys; l, g, n, gc, nc = sys.argv[1:]; print(f'{l:26} handshakes/s x{float(g)/float(n):.2f}, cpu per handshake x{float(gc)/float(nc):.2f}')" \
+      "gatehouse/nginx $k" "${HSR[gatehouse-$k]}" "${HSR[nginx-$k]}" "${HSC[gatehouse-$k]}" "${HSC[nginx-$k]}"
+  done
+  python3 -c "import sys; a, b, c, d = map(float, sys.argv[1:]); print(f'handshake cpu, oha client: gatehouse PQ-hybrid {a - b:.1f} us, nginx classical {c - d:.1f} us (https minus http, no keep-alive)')" \
+    "${CPU[gatehouse-hs-pq]}" "${CPU[gatehouse-conn-http]}" "${CPU[nginx-hs-oha]}" "${CPU[nginx-conn-http]}"
 fi
 if [ "$HALF" = 1 ]; then
   RATE=$(python3 -c "print(max(1, int(float('${RPS[gatehouse_full]}') / 2)))")

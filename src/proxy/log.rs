@@ -65,16 +65,22 @@ fn client(session: &Session, ctx: &Ctx) -> Option<IpAddr> {
     })
 }
 
+/// `-` for none: the log line's fields are written straight into the line, no `String` each.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
     let req = session.req_header();
-    let client = client(session, ctx)
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "-".into());
-    let upstream = ctx
-        .tried
-        .last()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "-".into());
+    let client = OrDash(client(session, ctx));
+    let upstream = OrDash(ctx.tried.last());
     let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
     info!(
         target: "gatehouse::access",
@@ -85,4 +91,16 @@ fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
         route,
         ctx.reason.map(|r| r.id()).unwrap_or("-"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrDash;
+
+    #[test]
+    fn or_dash_writes_the_value_or_a_dash() {
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(OrDash(Some(ip)).to_string(), "192.0.2.7");
+        assert_eq!(OrDash(None::<std::net::IpAddr>).to_string(), "-");
+    }
 }
