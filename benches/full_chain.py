@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The full filter chain (every filter and limit at once), for benches/compare.sh and benches/ab.sh.
+"""The full filter chain of the performance comparison, for benches/compare.sh and benches/ab.sh.
 
-Writes GATEHOUSE_YAML (with --passthrough: the same server and backend and nothing else) (ip_filter deny with 1,000 random CIDRs outside 127/8, geofence deny KP
-with the GeoIP fixture, bot_detector with the 1,500 sample patterns of src/filters/bot.rs, a
-client limit too high to reject, a circuit breaker) and, given NGINX_PORT, rules.conf next to it: an nginx with the
-same rules (geo block, geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req).
+Writes GATEHOUSE_YAML: ip_filter deny with 1,000 random CIDRs outside 127/8, geofence deny KP
+with the GeoIP fixture, bot_detector with 1,500 sample crawler patterns, a client limit too
+high to reject, a circuit breaker (with --passthrough: the same server and backend and nothing
+else). Given NGINX_PORT, also rules.conf next to it: an nginx with the same rules (geo block,
+geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req).
 The inputs are generated like benches/filters.rs does; oha's User-Agent matches no pattern
 and 127.0.0.1 is in no list nor in the GeoIP database, so every request passes every filter.
 """

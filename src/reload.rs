@@ -57,10 +57,10 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
         c.server
             .tls
             .as_ref()
-            .map(|t| (t.listen.clone(), t.min_version, t.http2))
+            .map(|t| (t.listen.clone(), t.min_version, t.groups.clone(), t.http2))
     };
     if tls_listeners(old) != tls_listeners(new) {
-        v.push("server.tls (listen, min_version, http2)");
+        v.push("server.tls (listen, min_version, groups, http2)");
     }
     if old.demo != new.demo {
         v.push("demo");

@@ -101,6 +101,13 @@ pub fn run(cfg: Config, opts: Options) -> ! {
             }
         }
     }
+    // PROXY protocol before the TLS handshake (plain listeners read it in `conn::Edge`).
+    // Installed always: it reads the live config, so a reload can turn it on or off.
+    proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(crate::proxy_protocol::BeforeTls {
+            shared: shared.clone(),
+        }));
     server.add_service(proxy);
 
     if let Some(admin) = cfg.server.admin {
@@ -126,7 +133,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
             shared,
         },
     ));
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::signals::Signals),
+    });
+    std::process::exit(0)
 }
 
 /// The backends of the live runtime, for the upstreams' background service.

@@ -15,7 +15,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::ssl::{NameType, SslVersion};
+use pingora::tls::ssl::{NameType, SslContext, SslMethod, SslMode, SslVersion};
 use pingora::tls::x509::X509;
 use std::collections::HashMap;
 use std::fmt;
@@ -285,8 +285,22 @@ impl TlsAccept for SniCallback {
     }
 }
 
-/// The settings of the HTTPS listeners: Mozilla intermediate ciphers, `min_version`, ALPN, and
-/// the SNI callback.
+/// Whether this build's OpenSSL can offer the key-exchange group `name` (an OpenSSL name such
+/// as `X25519MLKEM768`, `X25519` or `P-256`).
+pub fn group_supported(name: &str) -> bool {
+    SslContext::builder(SslMethod::tls()).is_ok_and(|mut b| b.set_groups_list(name).is_ok())
+}
+
+/// The OpenSSL group list for `groups`, most preferred first: each group is a preference level
+/// of its own, so the first group in the list that the client supports is chosen, even when
+/// the client sent a key share for a later one only (it is then asked for another share).
+pub fn groups_list(groups: &[String]) -> String {
+    groups.join("/")
+}
+
+/// The settings of the HTTPS listeners: Mozilla intermediate ciphers, `min_version`, the
+/// key-exchange groups, ALPN, and the SNI callback. OpenSSL releases the read and write
+/// buffers of idle connections (RELEASE_BUFFERS).
 pub fn listener_settings(cfg: &TlsConfig, shared: Shared) -> pingora::Result<TlsSettings> {
     use pingora::{ErrorType, OrErr};
     let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback { shared }))?;
@@ -297,6 +311,12 @@ pub fn listener_settings(cfg: &TlsConfig, shared: Shared) -> pingora::Result<Tls
     settings
         .set_min_proto_version(Some(min))
         .or_err(ErrorType::InternalError, "set the minimum TLS version")?;
+    settings
+        .set_groups_list(&groups_list(&cfg.groups))
+        .or_err(ErrorType::InternalError, "set the key-exchange groups")?;
+    // Already set by the Mozilla profile; kept explicit, as the memory of idle connections
+    // depends on it.
+    settings.set_mode(SslMode::RELEASE_BUFFERS);
     if cfg.http2 {
         settings.enable_h2();
     }

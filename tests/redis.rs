@@ -1,4 +1,4 @@
-//! `store: redis` (issue 6): the Lua GCRA against the Rust one, a fleet of two gatehouse
+//! `store: redis`: the Lua GCRA against the Rust one, a fleet of two gatehouse
 //! instances sharing one Redis, and each `on_store_failure` mode while Redis is down, then
 //! recovery once it is back. Each test runs its own redis-server on a free port.
 

@@ -209,8 +209,8 @@ fn path_tricks_land_on_the_route_their_normalised_path_names() {
     }
 }
 
-/// Pingora (pipelining off) answers the first request and closes the connection; the
-/// requests behind it are dropped, never forwarded out of order or glued to another one.
+/// Pipelined requests, a rejected one among them, are each answered in order and forwarded
+/// one by one, never glued to another one.
 #[test]
 fn pipelined_requests_never_desynchronise() {
     let up = MockUpstream::start(Behaviour::Echo);
@@ -218,15 +218,8 @@ fn pipelined_requests_never_desynchronise() {
     let mut c = Conn::open(g.addr).expect("connect");
     c.send_raw(b"GET /public/one HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\nGET /public/two HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let mut statuses = Vec::new();
-    while let Ok(r) = c.read_response() {
-        statuses.push(r.status);
-    }
-    let expected = [200, 404, 200];
-    assert!(
-        !statuses.is_empty() && statuses[..] == expected[..statuses.len()],
-        "{statuses:?}"
-    );
+    let statuses: Vec<u16> = (0..3).map(|_| c.read_response().unwrap().status).collect();
+    assert_eq!(statuses, [200, 404, 200]);
     let targets: Vec<String> = up
         .requests
         .lock()
@@ -234,11 +227,7 @@ fn pipelined_requests_never_desynchronise() {
         .iter()
         .map(|r| r.target.clone())
         .collect();
-    let forwarded: Vec<&str> = ["/public/one", "/public/two"]
-        .into_iter()
-        .take(targets.len())
-        .collect();
-    assert_eq!(targets, forwarded);
+    assert_eq!(targets, ["/public/one", "/public/two"]);
 }
 
 #[test]

@@ -140,6 +140,15 @@ pub struct ServerFile {
     /// HTTPS listeners (see config/tls.rs).
     #[serde(default)]
     pub tls: Option<super::tls::TlsFile>,
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocolFile>,
+}
+
+/// `server.proxy_protocol`: the peers whose PROXY headers are believed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolFile {
+    pub trusted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

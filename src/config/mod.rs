@@ -102,6 +102,14 @@ pub struct ServerConfig {
     /// `None` = no limit.
     pub max_body_size: Option<u64>,
     pub tls: Option<tls::TlsConfig>,
+    /// PROXY protocol on every listener, read from these peers only.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// A validated `server.proxy_protocol` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyProtocolConfig {
+    pub trusted: crate::filters::ip::CidrSet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -172,7 +172,7 @@ pub fn geoip(f: Option<&GeoipFile>, errs: &mut Vec<ConfigError>) -> Option<Geoip
     })
 }
 
-fn cidrs(path: &str, list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Cidr> {
+pub(crate) fn cidrs(path: &str, list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Cidr> {
     list.iter()
         .enumerate()
         .filter_map(|(i, s)| match Cidr::parse(s) {

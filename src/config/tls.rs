@@ -22,6 +22,8 @@ pub struct TlsFile {
     #[serde(default)]
     pub min_version: Option<String>,
     #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
     pub http2: Option<bool>,
     #[serde(default)]
     pub redirect_http: Option<bool>,
@@ -52,13 +54,20 @@ pub enum TlsVersion {
     V1_3,
 }
 
+/// The key-exchange groups offered when `server.tls.groups` is not set, most preferred first:
+/// the hybrid post-quantum X25519MLKEM768, then X25519, P-256 and P-384 for clients without it
+/// (Mozilla's intermediate recommendation).
+pub const DEFAULT_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "P-256", "P-384"];
+
 /// The HTTPS listeners. Only `certificates` (the set served by SNI) and `redirect_http` take
-/// effect on reload; the listeners, `min_version` and `http2` are fixed at start.
+/// effect on reload; the listeners, `min_version`, `groups` and `http2` are fixed at start.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certs: Arc<CertSet>,
     pub min_version: TlsVersion,
+    /// Key-exchange groups (OpenSSL names), most preferred first; each one this build offers.
+    pub groups: Vec<String>,
     pub http2: bool,
     pub redirect_http: bool,
 }
@@ -116,6 +125,14 @@ pub fn server_tls(f: &TlsFile, errs: &mut Vec<ConfigError>) -> Option<TlsConfig>
             TlsVersion::V1_2
         }
     };
+    let groups = match &f.groups {
+        Some(list) => key_exchange_groups(list, errs),
+        None => DEFAULT_GROUPS
+            .iter()
+            .filter(|g| crate::tls::group_supported(g))
+            .map(|g| g.to_string())
+            .collect(),
+    };
     if f.certificates.is_empty() {
         err(
             errs,
@@ -144,9 +161,58 @@ pub fn server_tls(f: &TlsFile, errs: &mut Vec<ConfigError>) -> Option<TlsConfig>
         listen,
         certs: Arc::new(certs?),
         min_version,
+        groups,
         http2: f.http2.unwrap_or(true),
         redirect_http: f.redirect_http.unwrap_or(false),
     })
+}
+
+/// Validates `server.tls.groups`: each entry one group name that this build's OpenSSL offers,
+/// none twice.
+fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<String> {
+    if list.is_empty() {
+        err(
+            errs,
+            "server.tls.groups",
+            "needs at least one key-exchange group (or leave it out for the default)",
+        );
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, g) in list.iter().enumerate() {
+        let p = format!("server.tls.groups[{i}]");
+        let plain = !g.is_empty()
+            && g.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !plain {
+            err(
+                errs,
+                p,
+                format!("{g:?} is not a group name (one OpenSSL name per entry, e.g. X25519)"),
+            );
+        } else if g.to_ascii_uppercase().starts_with("DEFAULT") {
+            err(
+                errs,
+                p,
+                format!(
+                    "{g:?} is OpenSSL's built-in list, not a group: name the groups one by one"
+                ),
+            );
+        } else if !crate::tls::group_supported(g) {
+            err(
+                errs,
+                p,
+                format!(
+                    "unknown key-exchange group {g:?}: this build's OpenSSL does not offer it \
+                     (OpenSSL names such as X25519MLKEM768, X25519, P-256, P-384)"
+                ),
+            );
+        } else if seen.iter().any(|s| s.eq_ignore_ascii_case(g)) {
+            err(errs, p, format!("{g:?} is listed twice"));
+        } else {
+            seen.push(g.clone());
+        }
+    }
+    seen
 }
 
 /// Validates a backend's `tls` and loads its CA file.
@@ -180,4 +246,44 @@ pub fn backend_tls(
         None => None,
     };
     Some(BackendTls { sni, verify, ca })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(list: &[&str]) -> (Vec<String>, Vec<String>) {
+        let mut errs = Vec::new();
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        let ok = key_exchange_groups(&list, &mut errs);
+        (ok, errs.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn the_build_offers_the_default_groups() {
+        for g in DEFAULT_GROUPS {
+            assert!(crate::tls::group_supported(g), "{g}");
+        }
+        assert_eq!(
+            groups(&DEFAULT_GROUPS),
+            (DEFAULT_GROUPS.map(String::from).to_vec(), vec![])
+        );
+    }
+
+    #[test]
+    fn bad_groups_are_named_by_their_index() {
+        let (ok, errs) = groups(&["X25519", "NOPE-1", "P-384:P-256", "x25519", "DEFAULT", ""]);
+        assert_eq!(ok, ["X25519"]);
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(errs[0].starts_with("server.tls.groups[1]: unknown key-exchange group \"NOPE-1\""));
+        assert!(errs[1].starts_with("server.tls.groups[2]: \"P-384:P-256\" is not a group name"));
+        assert!(errs[2].starts_with("server.tls.groups[3]: \"x25519\" is listed twice"));
+        assert!(errs[3].starts_with("server.tls.groups[4]: \"DEFAULT\" is OpenSSL's built-in"));
+        assert!(errs[4].starts_with("server.tls.groups[5]: \"\" is not a group name"));
+        let (_, errs) = groups(&[]);
+        assert!(
+            errs[0].starts_with("server.tls.groups: needs at least one"),
+            "{errs:?}"
+        );
+    }
 }

@@ -121,6 +121,19 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .tls
             .as_ref()
             .and_then(|t| super::tls::server_tls(t, &mut e.0)),
+        proxy_protocol: s.proxy_protocol.as_ref().map(|p| {
+            let trusted =
+                super::security::cidrs("server.proxy_protocol.trusted", &p.trusted, &mut e.0);
+            if p.trusted.is_empty() {
+                e.push(
+                    "server.proxy_protocol.trusted",
+                    "list the load balancers' addresses (a PROXY header is read from them only)",
+                );
+            }
+            super::ProxyProtocolConfig {
+                trusted: crate::filters::ip::CidrSet::new(&trusted),
+            }
+        }),
     };
     let demo = f
         .demo

@@ -132,13 +132,18 @@ pub fn https_url(host: &str, port: u16, path_and_query: &str) -> String {
     s
 }
 
-/// The edge checks, on the request head alone: `redirect_http` (308 to the https URL), then
+/// The edge checks, on the request head alone: an HTTP/1.1 request must carry `Host` (RFC
+/// 9112 §3.2: the server must answer 400), then `redirect_http` (308 to the https URL), then
 /// `max_body_size` by Content-Length (413).
 pub fn edge_checks(
     server: &crate::config::ServerConfig,
     tls: bool,
     req: &pingora::http::RequestHeader,
 ) -> Result<(), Reject> {
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+        let detail = "An HTTP/1.1 request must carry a Host header";
+        return Err(Reject::new(Reason::BadRequest).detail(detail));
+    }
     if let Some(t) = server.tls.as_ref().filter(|t| t.redirect_http && !tls) {
         let host = req
             .headers
@@ -193,6 +198,7 @@ mod tests {
 
     fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        r.insert_header("host", "t").unwrap();
         for (k, v) in headers {
             r.insert_header(k.to_string(), *v).unwrap();
         }
@@ -208,6 +214,19 @@ mod tests {
         assert_eq!(https_url("example.com", 443, "/"), "https://example.com/");
         assert_eq!(https_url("[::1]:80", 443, "/x"), "https://[::1]/x");
         assert_eq!(https_url("[::1]", 8443, "/x"), "https://[::1]:8443/x");
+    }
+
+    #[test]
+    fn http11_needs_host() {
+        let s = server("{ listen: [\"127.0.0.1:1\"] }");
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        let no_host =
+            Reject::new(Reason::BadRequest).detail("An HTTP/1.1 request must carry a Host header");
+        assert_eq!(edge_checks(&s, false, &r), Err(no_host));
+        r.set_version(http::Version::HTTP_10);
+        assert_eq!(edge_checks(&s, false, &r), Ok(()));
+        r.set_version(http::Version::HTTP_2);
+        assert_eq!(edge_checks(&s, false, &r), Ok(()), "h2 has :authority");
     }
 
     #[test]

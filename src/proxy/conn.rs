@@ -239,6 +239,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stream = match crate::proxy_protocol::accept_plain(stream, &self.shared).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::info!("closing connection: {e}");
+                return None;
+            }
+        };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else {

@@ -108,11 +108,19 @@ pub fn may_retry(session: &Session, mut e: Box<Error>, ctx: &mut Ctx, reused: bo
     e
 }
 
-/// The request head sent upstream: the rewritten or normalised path, X-Forwarded-For and
+/// The request head sent upstream: the rewritten or normalised path (origin-form),
+/// X-Forwarded-For and
 /// -Proto, the X-Geo headers, and the backend's `host_header`.
 pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
     if let Some(uri) = &ctx.upstream_uri {
         upstream.set_uri(uri.clone());
+    } else if !matches!(upstream.raw_path().first(), Some(b'/' | b'*')) {
+        // An absolute-form target (`GET http://host/p`): Pingora keeps its bytes for the
+        // wire and gives the URI (which routing read) only its path. An origin server gets
+        // origin-form (RFC 9112 §3.2.1), so the URI becomes the target. Pingora has
+        // already refused one whose authority differs from Host.
+        let origin = upstream.uri.clone();
+        upstream.set_uri(origin);
     }
     if let Some(peer) = client_addr(session) {
         // Always appended (like nginx's $proxy_add_x_forwarded_for): the rightmost entry

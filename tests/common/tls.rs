@@ -1,10 +1,18 @@
 //! TLS test helpers: a private CA that issues certificates at test time (rcgen), an HTTPS/1.1
-//! client that reports the certificate it was served (OpenSSL, as built for Pingora), an h2
-//! client (the h2 crate over tokio-openssl), an HTTPS upstream, and a WebSocket echo upstream
-//! (tungstenite).
+//! client that reports the certificate it was served (OpenSSL, as built for Pingora), and an
+//! HTTPS upstream. The h2 client and the WebSocket upstreams are re-exported here, where the
+//! edge tests look for them.
 
-use super::{build_request, read_response, Response};
-use pingora::tls::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslStream, SslVersion};
+#[allow(unused_imports)]
+pub use super::{
+    http2::{h2_request, h2_request_with},
+    ws::{early_101_upstream, ws_echo_upstream, WS_ACCEPT, WS_KEY},
+};
+
+use super::client::{build_request, read_response, Response};
+use pingora::tls::ssl::{
+    SslAcceptor, SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVersion,
+};
 use pingora::tls::x509::X509;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -98,6 +106,9 @@ pub struct ClientTls<'a> {
     pub alpn: &'a [&'a str],
     pub min: Option<SslVersion>,
     pub max: Option<SslVersion>,
+    /// Key-exchange groups offered, as an OpenSSL group list (`X25519:P-256`); OpenSSL's
+    /// default if unset.
+    pub groups: Option<&'a str>,
 }
 
 impl<'a> ClientTls<'a> {
@@ -108,10 +119,11 @@ impl<'a> ClientTls<'a> {
             alpn: &[],
             min: None,
             max: None,
+            groups: None,
         }
     }
 
-    fn connector(&self) -> Result<SslConnector, String> {
+    pub(crate) fn connector(&self) -> Result<SslConnector, String> {
         let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
         let ca = X509::from_pem(self.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
         b.cert_store_mut().add_cert(ca).map_err(|e| e.to_string())?;
@@ -119,6 +131,9 @@ impl<'a> ClientTls<'a> {
             // OpenSSL 3 only speaks TLS 1.1 at security level 0.
             b.set_cipher_list("DEFAULT@SECLEVEL=0")
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(groups) = self.groups {
+            b.set_groups_list(groups).map_err(|e| e.to_string())?;
         }
         b.set_min_proto_version(self.min)
             .map_err(|e| e.to_string())?;
@@ -173,6 +188,22 @@ impl TlsConn {
         gatehouse::tls::cert_names(&c)
     }
 
+    /// The key-exchange group of the handshake, by OpenSSL's name (`X25519MLKEM768`, `x25519`,
+    /// `secp384r1`).
+    pub fn group(&self) -> Option<String> {
+        // The safe API has no accessor for it. An `&SslRef` is the `SSL *` it wraps.
+        let ssl = self.ssl() as *const pingora::tls::ssl::SslRef as *mut pingora::tls::ssl_sys::SSL;
+        // SAFETY: `ssl` is a live SSL for the duration of the call; the name is a static
+        // string owned by OpenSSL, copied before returning.
+        let name = unsafe { pingora::tls::ssl_sys::SSL_get0_group_name(ssl) };
+        if name.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated, owned by OpenSSL.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) };
+        Some(name.to_string_lossy().into_owned())
+    }
+
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.ssl().selected_alpn_protocol().map(|p| p.to_vec())
     }
@@ -194,91 +225,55 @@ impl TlsConn {
         self.request("GET", path, &[], b"")
     }
 }
-
-/// One HTTP/2 request over TLS (ALPN h2): status, headers, body and the negotiated protocol.
-pub fn h2_request(
-    addr: SocketAddr,
-    tls: &ClientTls<'_>,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
-    h2_request_with(addr, tls, method, path, body, true)
+/// A client that offers the session of its previous connection on the next one, as a browser
+/// resumes: each `get` opens a connection, asks once (`Connection: close`) and keeps the
+/// session it ends with.
+pub struct ResumingClient {
+    connector: SslConnector,
+    sni: String,
+    session: Option<SslSession>,
 }
 
-/// Like `h2_request`; without `content_length` the body is streamed in 512-byte DATA frames
-/// with no declared length.
-pub fn h2_request_with(
-    addr: SocketAddr,
-    tls: &ClientTls<'_>,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    content_length: bool,
-) -> Result<(u16, http::HeaderMap, Vec<u8>), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let tls = ClientTls {
-        alpn: &["h2"],
-        ..tls.clone()
-    };
-    rt.block_on(async move {
-        let connector = tls.connector()?;
-        let ssl = connector
-            .configure()
-            .and_then(|c| c.into_ssl(tls.sni))
+impl ResumingClient {
+    pub fn new(tls: &ClientTls<'_>) -> Result<ResumingClient, String> {
+        Ok(ResumingClient {
+            connector: tls.connector()?,
+            sni: tls.sni.to_string(),
+            session: None,
+        })
+    }
+
+    /// One GET on a new connection: the response and whether the session was resumed.
+    pub fn get(&mut self, addr: SocketAddr, path: &str) -> Result<(Response, bool), String> {
+        let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(15)))
             .map_err(|e| e.to_string())?;
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-        std::pin::Pin::new(&mut s)
-            .connect()
-            .await
+        let mut cfg = self.connector.configure().map_err(|e| e.to_string())?;
+        if let Some(s) = &self.session {
+            // SAFETY: every kept session comes from a connection of `self.connector`.
+            unsafe { cfg.set_session(s) }.map_err(|e| e.to_string())?;
+        }
+        let s = cfg
+            .connect(&self.sni, tcp)
             .map_err(|e| format!("handshake: {e}"))?;
-        if s.ssl().selected_alpn_protocol() != Some(b"h2") {
-            return Err("the server did not select h2".to_string());
-        }
-        let (mut client, conn) = h2::client::handshake(s).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("https://{}{path}", tls.sni));
-        if !body.is_empty() && content_length {
-            req = req.header("content-length", body.len().to_string());
-        }
-        let req = req.body(()).map_err(|e| e.to_string())?;
-        client = client.ready().await.map_err(|e| e.to_string())?;
-        let (resp, mut send) = client
-            .send_request(req, body.is_empty())
+        let mut c = TlsConn {
+            reader: BufReader::new(s),
+        };
+        let r = c
+            .request("GET", path, &[("Connection", "close")], b"")
             .map_err(|e| e.to_string())?;
-        let chunks: Vec<&[u8]> = body.chunks(512).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            // A refused stream may stop taking data: the answer tells what happened.
-            if send
-                .send_data(bytes::Bytes::copy_from_slice(c), last)
-                .is_err()
-            {
-                break;
-            }
-        }
-        let resp = resp.await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let mut recv = resp.into_body();
-        let mut out = Vec::new();
-        while let Some(chunk) = recv.data().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            let _ = recv.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
-        Ok((status, headers, out))
-    })
+        // TLS 1.3 tickets may follow the response: read up to the close to have them, and
+        // close cleanly (OpenSSL does not resume a session whose connection was cut).
+        let _ = std::io::Read::read_to_end(&mut c.reader, &mut Vec::new());
+        let _ = c.reader.get_mut().shutdown();
+        self.session = c.ssl().session().map(|s| s.to_owned());
+        Ok((r, c.ssl().session_reused()))
+    }
+
+    /// The lifetime the server gave the kept session (its ticket), in seconds.
+    pub fn session_timeout(&self) -> Option<i64> {
+        self.session.as_ref().map(|s| s.timeout())
+    }
 }
 
 /// An HTTPS/1.1 upstream answering `200 tls upstream <target>` on every request.
@@ -346,83 +341,4 @@ impl TlsUpstream {
         });
         TlsUpstream { addr, targets }
     }
-}
-
-/// A WebSocket upstream: after the handshake it sends `hello` at once (so its 101 and first
-/// frame arrive before the client says anything), then echoes every message.
-pub fn ws_echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(s) else {
-                    return;
-                };
-                if ws.send(tungstenite::Message::text("hello")).is_err() {
-                    return;
-                }
-                while let Ok(m) = ws.read() {
-                    if m.is_close() {
-                        return;
-                    }
-                    if (m.is_text() || m.is_binary()) && ws.send(m).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// The key/accept pair of RFC 6455's example handshake.
-pub const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-pub const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-/// An upstream that answers `101` (for `WS_KEY`) and a first frame the moment it accepts a
-/// connection, before it has even read the request; then reads the request head and echoes
-/// the tunnel's bytes. This forces the ordering of Pingora issue #946 (the upstream's 101 read
-/// before the proxy drained the upgrade request's empty body).
-pub fn early_101_upstream() -> SocketAddr {
-    use std::io::Read;
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let head = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {WS_ACCEPT}\r\n\r\n"
-                );
-                let mut first = head.into_bytes();
-                first.extend_from_slice(b"\x81\x05hello");
-                if s.write_all(&first).is_err() {
-                    return;
-                }
-                let Ok(read_half) = s.try_clone() else { return };
-                let mut r = BufReader::new(read_half);
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if h.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                let mut buf = [0u8; 4096];
-                loop {
-                    match r.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
