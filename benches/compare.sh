@@ -19,7 +19,11 @@
 # Last, the latency at half of peak (HALF=0 skips it): the upstream directly, nginx and
 # gatehouse_full, each paced at half of gatehouse_full's measured requests/s (oha -q with
 # --latency-correction), and the p99 each proxy adds over the upstream's own.
-# HAProxy as a plain proxy is one more row (HAPROXY=0 skips it).
+# HAProxy as a plain proxy is one more row, and haproxy_rules, HAProxy with the rules
+# equivalent to the full chain (`src -f` with the same CIDRs, the same User-Agent regexes
+# from a `-f` file, a CIDR -> country map converted from the same GeoIP database, a
+# stick-table rate limit too high to reject), at half of peak too (HAPROXY=0 skips them).
+# After the HTTPS rows, TLS handshakes (HS=0 skips them; see below).
 # Installs oha (cargo), nginx and its geoip2 module, haproxy (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +43,7 @@ fi
 
 . benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port)
+GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port); HAPR=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 HALF=${HALF:-1}
@@ -105,14 +109,17 @@ endpoints:
 YAML
 
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
-python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
+HAPROXY=${HAPROXY:-1}
+[ "$HAPROXY" = 0 ] || python3 -c 'import maxminddb' 2>/dev/null || python3 -m pip install --quiet maxminddb
+python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" \
+  $([ "$HAPROXY" = 1 ] && echo "$HAPR")
 
 start_upstream "$WORK" "$UP"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 # HAProxy as a plain proxy too (HAPROXY=0 skips it): one thread, kept-alive upstream
-# connections, X-Forwarded-For like the others.
-HAPROXY=${HAPROXY:-1}
+# connections, X-Forwarded-For like the others; and haproxy_rules, HAProxy with the rules
+# equivalent to the full chain (benches/full_chain.py).
 if [ "$HAPROXY" = 1 ]; then
   command -v haproxy >/dev/null || apt-get install -y -qq haproxy
   cat > "$WORK/haproxy.cfg" <<HAP
@@ -134,12 +141,13 @@ backend app
   server up 127.0.0.1:$UP
 HAP
   haproxy -D -f "$WORK/haproxy.cfg"
+  haproxy -D -f "$WORK/haproxy_rules.cfg"
 fi
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
 RUST_LOG=warn $GH_FULL -c "$WORK/ghf.yaml" 2>"$WORK/ghf.err" &
 echo $! > "$WORK/gatehouse_full.pid"
-for p in $UP $NGX $NGXR $GHP $GHF $([ "$HAPROXY" = 1 ] && echo "$HAP"); do
+for p in $UP $NGX $NGXR $GHP $GHF $([ "$HAPROXY" = 1 ] && echo "$HAP $HAPR"); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -148,6 +156,7 @@ proxy_pids() { # $1 = name
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
     nginx_rules) pgrep -P "$(cat "$WORK/rules.pid")" ;;
     haproxy) cat "$WORK/haproxy.pid" ;;
+    haproxy_rules) cat "$WORK/haproxy_rules.pid" ;;
     gatehouse) cat "$WORK/gatehouse.pid" ;;
     gatehouse_full) cat "$WORK/gatehouse_full.pid" ;;
     *) echo "" ;;
@@ -182,7 +191,13 @@ PY
 run upstream "$UP"
 run nginx "$NGX"
 run nginx_rules "$NGXR"
-[ "$HAPROXY" = 1 ] && run haproxy "$HAP"
+if [ "$HAPROXY" = 1 ]; then
+  run haproxy "$HAP"
+  run haproxy_rules "$HAPR"
+  # The rules do refuse: a listed User-Agent gets 403.
+  echo "haproxy_rules, a listed User-Agent: $(curl -s -o /dev/null -w '%{http_code}' -A acmebot0 "http://127.0.0.1:$HAPR/")," \
+    "gatehouse_full: $(curl -s -o /dev/null -w '%{http_code}' -A acmebot0 "http://127.0.0.1:$GHF/")"
+fi
 run gatehouse "$GHP"
 run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
@@ -271,7 +286,10 @@ echo
 ratio "gatehouse/nginx http" gatehouse nginx
 ratio "gatehouse/nginx full" gatehouse_full nginx
 ratio "gatehouse/nginx rules" gatehouse_full nginx_rules
-[ "$HAPROXY" = 1 ] && ratio "gatehouse/haproxy http" gatehouse haproxy
+if [ "$HAPROXY" = 1 ]; then
+  ratio "gatehouse/haproxy http" gatehouse haproxy
+  ratio "gatehouse/haproxy rules" gatehouse_full haproxy_rules
+fi
 ratio "full chain / passthrough" gatehouse_full gatehouse
 if [ "$TLS" = 1 ]; then
   ratio "gatehouse/nginx https" gatehouse-https nginx-https
@@ -292,7 +310,8 @@ if [ "$HALF" = 1 ]; then
   run upstream@half "$UP" http -q "$RATE" --latency-correction
   run nginx@half "$NGX" http -q "$RATE" --latency-correction
   run gatehouse_full@half "$GHF" http -q "$RATE" --latency-correction
-  for t in nginx gatehouse_full; do
+  [ "$HAPROXY" = 1 ] && run haproxy_rules@half "$HAPR" http -q "$RATE" --latency-correction
+  for t in nginx gatehouse_full $([ "$HAPROXY" = 1 ] && echo haproxy_rules); do
     python3 -c "import sys; print(f'{sys.argv[1]} adds {float(sys.argv[2]) - float(sys.argv[3]):.3f} ms p99 at half of peak')" \
       "$t" "${P99[$t@half]}" "${P99[upstream@half]}"
   done
