@@ -248,8 +248,8 @@ for c in range(1, n + 1):
     out = open(f"{work}/{name}.{c}.stime").read()
     m = re.findall(r"^(\d+) connections in [\d.]+s;", out, re.M)
     conns += int(m[-1]) if m else 0
-    body = out.split("starting", 1)[-1]
-    reused += body.count("r"); full += body.count("*")
+    for marks in re.findall(r"^[*r]+$", out, re.M):   # s_time: r resumed, * full
+        reused += marks.count("r"); full += marks.count("*")
 print(f"{name} {conns / (t1 - t0):.0f} {ticks / hz * 1e6 / max(conns, 1):.1f} {reused / max(reused + full, 1):.2f} {conns}")
 PY
   read -r n hps cpu rfrac total < "$WORK/$name.line"
