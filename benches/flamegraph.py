@@ -13,9 +13,31 @@ from collections import defaultdict
 title = sys.argv[1] if len(sys.argv) > 1 else "flame graph"
 
 
+def impl_type(sym):
+    """`<A<T> as Trait>::f` -> `A<T>::f`: the type that implements, not the trait."""
+    if not sym.startswith("<"):
+        return sym
+    depth = 0
+    for i, ch in enumerate(sym):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if depth == 0:
+            inner, rest = sym[1:i], sym[i + 1:]
+            d = 0
+            for j, c in enumerate(inner):
+                d += c == "<"
+                d -= c == ">"
+                if d == 0 and inner.startswith(" as ", j):
+                    inner = inner[:j]
+                    break
+            return inner.lstrip("&") + rest
+    return sym
+
+
 def short(sym):
     sym = re.sub(r"::h[0-9a-f]{16}$", "", sym)
     sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
+    sym = impl_type(sym)
     out, depth = [], 0          # drop generic arguments, keep the path
     for ch in sym:
         if ch == "<":
