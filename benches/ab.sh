@@ -7,6 +7,11 @@
 #
 #   benches/ab.sh /tmp/gh-before /tmp/gh-after
 #   ROUNDS=5 DURATION=8s CONNS=64 benches/ab.sh /tmp/gh-before /tmp/gh-after
+#   CEILING=target/release/examples/h1_ceiling HAPROXY=1 benches/ab.sh /tmp/gh
+#
+# CEILING=path adds the h1_ceiling example (plain HTTP/1 passthrough on pingora-core alone)
+# as one more target, HAPROXY=1 HAProxy as a plain proxy (one thread, kept-alive upstream
+# connections, X-Forwarded-For), both in the same alternated rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: benches/ab.sh GATEHOUSE_BINARY..." >&2; exit 2; }
@@ -36,6 +41,35 @@ for bin in "$@"; do
   done
   echo "b$i = $bin"
 done
+if [ -n "${CEILING:-}" ]; then
+  port=$(free_port); PORT[ceiling]=$port; TARGETS+=(ceiling)
+  "$CEILING" "127.0.0.1:$port" "127.0.0.1:$UP" 2>"$WORK/ceiling.err" &
+  echo $! > "$WORK/ceiling.proc.pid"
+  echo "ceiling = $CEILING"
+fi
+if [ "${HAPROXY:-0}" = 1 ]; then
+  command -v haproxy >/dev/null || apt-get install -y -qq haproxy
+  port=$(free_port); PORT[haproxy]=$port; TARGETS+=(haproxy)
+  cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4096
+  pidfile $WORK/haproxy.proc.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend app
+backend app
+  server up 127.0.0.1:$UP
+HAP
+  haproxy -D -f "$WORK/haproxy.cfg"
+fi
 for t in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:${PORT[$t]}/" >/dev/null && break; sleep 0.1; done
 done

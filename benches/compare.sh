@@ -19,7 +19,11 @@
 # Last, the latency at half of peak (HALF=0 skips it): the upstream directly, nginx and
 # gatehouse_full, each paced at half of gatehouse_full's measured requests/s (oha -q with
 # --latency-correction), and the p99 each proxy adds over the upstream's own.
-# HAProxy as a plain proxy is one more row (HAPROXY=0 skips it).
+# HAProxy as a plain proxy is one more row, and haproxy_rules, HAProxy with the rules
+# equivalent to the full chain (`src -f` with the same CIDRs, the same User-Agent regexes
+# from a `-f` file, a CIDR -> country map converted from the same GeoIP database, a
+# stick-table rate limit too high to reject), at half of peak too (HAPROXY=0 skips them).
+# After the HTTPS rows, TLS handshakes (HS=0 skips them; see below).
 # Installs oha (cargo), nginx and its geoip2 module, haproxy (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +43,7 @@ fi
 
 . benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port)
+GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port); HAPR=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 HALF=${HALF:-1}
@@ -105,14 +109,17 @@ endpoints:
 YAML
 
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
-python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
+HAPROXY=${HAPROXY:-1}
+[ "$HAPROXY" = 0 ] || python3 -c 'import maxminddb' 2>/dev/null || python3 -m pip install --quiet maxminddb
+python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" \
+  $([ "$HAPROXY" = 1 ] && echo "$HAPR")
 
 start_upstream "$WORK" "$UP"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 # HAProxy as a plain proxy too (HAPROXY=0 skips it): one thread, kept-alive upstream
-# connections, X-Forwarded-For like the others.
-HAPROXY=${HAPROXY:-1}
+# connections, X-Forwarded-For like the others; and haproxy_rules, HAProxy with the rules
+# equivalent to the full chain (benches/full_chain.py).
 if [ "$HAPROXY" = 1 ]; then
   command -v haproxy >/dev/null || apt-get install -y -qq haproxy
   cat > "$WORK/haproxy.cfg" <<HAP
@@ -134,12 +141,13 @@ backend app
   server up 127.0.0.1:$UP
 HAP
   haproxy -D -f "$WORK/haproxy.cfg"
+  haproxy -D -f "$WORK/haproxy_rules.cfg"
 fi
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"
 RUST_LOG=warn $GH_FULL -c "$WORK/ghf.yaml" 2>"$WORK/ghf.err" &
 echo $! > "$WORK/gatehouse_full.pid"
-for p in $UP $NGX $NGXR $GHP $GHF $([ "$HAPROXY" = 1 ] && echo "$HAP"); do
+for p in $UP $NGX $NGXR $GHP $GHF $([ "$HAPROXY" = 1 ] && echo "$HAP $HAPR"); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
 done
 
@@ -148,6 +156,7 @@ proxy_pids() { # $1 = name
     nginx) pgrep -P "$(cat "$WORK/proxy.pid")" ;;
     nginx_rules) pgrep -P "$(cat "$WORK/rules.pid")" ;;
     haproxy) cat "$WORK/haproxy.pid" ;;
+    haproxy_rules) cat "$WORK/haproxy_rules.pid" ;;
     gatehouse) cat "$WORK/gatehouse.pid" ;;
     gatehouse_full) cat "$WORK/gatehouse_full.pid" ;;
     *) echo "" ;;
@@ -182,7 +191,13 @@ PY
 run upstream "$UP"
 run nginx "$NGX"
 run nginx_rules "$NGXR"
-[ "$HAPROXY" = 1 ] && run haproxy "$HAP"
+if [ "$HAPROXY" = 1 ]; then
+  run haproxy "$HAP"
+  run haproxy_rules "$HAPR"
+  # The rules do refuse: a listed User-Agent gets 403.
+  echo "haproxy_rules, a listed User-Agent: $(curl -s -o /dev/null -w '%{http_code}' -A acmebot0 "http://127.0.0.1:$HAPR/")," \
+    "gatehouse_full: $(curl -s -o /dev/null -w '%{http_code}' -A acmebot0 "http://127.0.0.1:$GHF/")"
+fi
 run gatehouse "$GHP"
 run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
@@ -194,6 +209,71 @@ if [ "$TLS" = 1 ]; then
   run nginx-h2 "$NGXS" https --http2 -p 8
   run gatehouse-h2 "$GHS" https --http2 -p 8
 fi
+# TLS handshakes (HS=0 skips them; with TLS=1 only): new and resumed handshakes per second and
+# the server's CPU microseconds per handshake, HS_CLIENTS openssl s_time clients at once for
+# HS_TIME seconds. openssl here is the system's (a classical client: X25519 key shares); the
+# same certificate on both proxies (ECDSA P-256).
+#   -hs-new        TLS 1.3, a full handshake per connection, no request
+#   -hs-new-req    the same, plus one HTTP/1.0 request (s_time -www /bench)
+#   -hs-resumed    TLS 1.3 resumed with a session ticket, plus one request: s_time reads the
+#                  ticket only with a request; compare with -hs-new-req
+#   -hs-resumed12  TLS 1.2 abbreviated handshakes (s_time -reuse -tls1_2), no request
+# Then a post-quantum hybrid client, gatehouse alone (nginx's system OpenSSL has no ML-KEM):
+# oha without keep-alive (rustls, which offers X25519MLKEM768 first), a new connection, full
+# handshake and one request each; -conn-http is the same without TLS, so the difference is
+# the handshake; nginx-hs-oha is nginx with the same client, classical (it picks X25519).
+# benches/tls_group.py prints the group each server picks for such a client.
+HS=${HS:-1}
+HS_TIME=${HS_TIME:-10}
+HS_CLIENTS=${HS_CLIENTS:-4}
+declare -A HSR HSC
+hs_run() { # name port s_time args...; the process is the name up to the first -
+  local name=$1 port=$2 pids before=0 after=0 t0 t1 c cl=()
+  shift 2
+  pids=$(proxy_pids "${name%%-*}")
+  for p in $pids; do before=$((before + $(ticks "$p"))); done
+  t0=$(date +%s.%N)
+  for c in $(seq "$HS_CLIENTS"); do
+    openssl s_time -connect "127.0.0.1:$port" -time "$HS_TIME" "$@" > "$WORK/$name.$c.stime" 2>&1 &
+    cl+=($!)
+  done
+  wait "${cl[@]}"
+  t1=$(date +%s.%N)
+  for p in $pids; do after=$((after + $(ticks "$p"))); done
+  python3 - "$WORK" "$name" "$HS_CLIENTS" $((after - before)) "$HZ" "$t0" "$t1" <<'PY' > "$WORK/$name.line"
+import re, sys
+work, name, n, ticks, hz, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+conns = reused = full = 0
+for c in range(1, n + 1):
+    out = open(f"{work}/{name}.{c}.stime").read()
+    m = re.findall(r"^(\d+) connections in [\d.]+s;", out, re.M)
+    conns += int(m[-1]) if m else 0
+    for marks in re.findall(r"^[*r]+$", out, re.M):   # s_time: r resumed, * full
+        reused += marks.count("r"); full += marks.count("*")
+print(f"{name} {conns / (t1 - t0):.0f} {ticks / hz * 1e6 / max(conns, 1):.1f} {reused / max(reused + full, 1):.2f} {conns}")
+PY
+  read -r n hps cpu rfrac total < "$WORK/$name.line"
+  printf "%-22s %10s %12s %9s   (%s connections)\n" "$n" "$hps" "$cpu" "$rfrac" "$total"
+  HSR[$name]=$hps; HSC[$name]=$cpu
+}
+if [ "$TLS" = 1 ] && [ "$HS" = 1 ]; then
+  echo
+  printf "%-22s %10s %12s %9s\n" handshakes hs/s cpu_us/hs resumed
+  for proxy in nginx gatehouse; do
+    port=$([ $proxy = nginx ] && echo "$NGXS" || echo "$GHS")
+    hs_run $proxy-hs-new "$port" -new -tls1_3
+    hs_run $proxy-hs-new-req "$port" -new -tls1_3 -www /bench
+    hs_run $proxy-hs-resumed "$port" -reuse -tls1_3 -www /bench
+    hs_run $proxy-hs-resumed12 "$port" -reuse -tls1_2
+  done
+  echo "key-exchange group picked for a PQ-hybrid client: nginx $(python3 benches/tls_group.py 127.0.0.1 "$NGXS" 2>&1)," \
+    "gatehouse $(python3 benches/tls_group.py 127.0.0.1 "$GHS" 2>&1)"
+  run gatehouse-hs-pq "$GHS" https --disable-keepalive
+  run gatehouse-conn-http "$GHP" http --disable-keepalive
+  run nginx-hs-oha "$NGXS" https --disable-keepalive
+  run nginx-conn-http "$NGX" http --disable-keepalive
+fi
+
 ratio() { # label target reference
   python3 - "$1" "${RPS[$2]}" "${RPS[$3]}" "${CPU[$2]}" "${CPU[$3]}" <<'PY'
 import sys
@@ -206,11 +286,22 @@ echo
 ratio "gatehouse/nginx http" gatehouse nginx
 ratio "gatehouse/nginx full" gatehouse_full nginx
 ratio "gatehouse/nginx rules" gatehouse_full nginx_rules
-[ "$HAPROXY" = 1 ] && ratio "gatehouse/haproxy http" gatehouse haproxy
+if [ "$HAPROXY" = 1 ]; then
+  ratio "gatehouse/haproxy http" gatehouse haproxy
+  ratio "gatehouse/haproxy rules" gatehouse_full haproxy_rules
+fi
 ratio "full chain / passthrough" gatehouse_full gatehouse
 if [ "$TLS" = 1 ]; then
   ratio "gatehouse/nginx https" gatehouse-https nginx-https
   ratio "gatehouse/nginx h2" gatehouse-h2 nginx-h2
+fi
+if [ "$TLS" = 1 ] && [ "$HS" = 1 ]; then
+  for k in hs-new hs-new-req hs-resumed hs-resumed12; do
+    python3 -c "import sys; l, g, n, gc, nc = sys.argv[1:]; print(f'{l:26} handshakes/s x{float(g)/float(n):.2f}, cpu per handshake x{float(gc)/float(nc):.2f}')" \
+      "gatehouse/nginx $k" "${HSR[gatehouse-$k]}" "${HSR[nginx-$k]}" "${HSC[gatehouse-$k]}" "${HSC[nginx-$k]}"
+  done
+  python3 -c "import sys; a, b, c, d = map(float, sys.argv[1:]); print(f'handshake cpu, oha client: gatehouse PQ-hybrid {a - b:.1f} us, nginx classical {c - d:.1f} us (https minus http, no keep-alive)')" \
+    "${CPU[gatehouse-hs-pq]}" "${CPU[gatehouse-conn-http]}" "${CPU[nginx-hs-oha]}" "${CPU[nginx-conn-http]}"
 fi
 if [ "$HALF" = 1 ]; then
   RATE=$(python3 -c "print(max(1, int(float('${RPS[gatehouse_full]}') / 2)))")
@@ -219,7 +310,8 @@ if [ "$HALF" = 1 ]; then
   run upstream@half "$UP" http -q "$RATE" --latency-correction
   run nginx@half "$NGX" http -q "$RATE" --latency-correction
   run gatehouse_full@half "$GHF" http -q "$RATE" --latency-correction
-  for t in nginx gatehouse_full; do
+  [ "$HAPROXY" = 1 ] && run haproxy_rules@half "$HAPR" http -q "$RATE" --latency-correction
+  for t in nginx gatehouse_full $([ "$HAPROXY" = 1 ] && echo haproxy_rules); do
     python3 -c "import sys; print(f'{sys.argv[1]} adds {float(sys.argv[2]) - float(sys.argv[3]):.3f} ms p99 at half of peak')" \
       "$t" "${P99[$t@half]}" "${P99[upstream@half]}"
   done

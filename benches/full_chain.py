@@ -5,7 +5,10 @@ Writes GATEHOUSE_YAML: ip_filter deny with 1,000 random CIDRs outside 127/8, geo
 with the GeoIP fixture, bot_detector with 1,500 sample crawler patterns, a client limit too
 high to reject, a circuit breaker (with --passthrough: the same server and backend and nothing
 else). Given NGINX_PORT, also rules.conf next to it: an nginx with the same rules (geo block,
-geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req).
+geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req). Given HAPROXY_PORT too,
+haproxy_rules.cfg and its pattern files next to it: HAProxy with the same rules (`src -f`
+with the same CIDRs, the same User-Agent regexes from a `-f` file, a CIDR -> country map
+converted from the same database with `map_ip`, a stick-table rate limit too high to reject).
 The inputs are generated like benches/filters.rs does; oha's User-Agent matches no pattern
 and 127.0.0.1 is in no list nor in the GeoIP database, so every request passes every filter.
 """
@@ -14,12 +17,13 @@ args = sys.argv[1:]
 passthrough = args[:1] == ["--passthrough"]
 if passthrough:
     args = args[1:]
-if len(args) not in (4, 5):
+if len(args) not in (4, 5, 6):
     sys.exit("usage: full_chain.py [--passthrough] GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT"
-             " MMDB [NGINX_PORT]\n  --passthrough: the same server and backend, no filter,"
+             " MMDB [NGINX_PORT [HAPROXY_PORT]]\n  --passthrough: the same server and backend, no filter,"
              " limit or breaker\n  NGINX_PORT: also write rules.conf next to GATEHOUSE_YAML")
 out, port, up, mmdb = args[:4]
-nport = args[4] if len(args) == 5 else None
+nport = args[4] if len(args) >= 5 else None
+hport = args[5] if len(args) == 6 else None
 work = os.path.dirname(os.path.abspath(out))
 name = os.path.splitext(os.path.basename(out))[0]   # pid and upgrade socket names
 rng = random.Random(7)
@@ -110,4 +114,47 @@ http {{
     }}
   }}
 }}
+""")
+if hport is None:
+    sys.exit(0)
+# HAProxy (OSS has no MaxMind reader): the database becomes a CIDR -> country map file, IPv4
+# networks (those of the IPv4 subtree too) and IPv6 ones.
+import ipaddress
+import maxminddb
+v4 = ipaddress.ip_network("::/96")
+lines = []
+for net, rec in maxminddb.open_database(mmdb):
+    cc = ((rec or {}).get("country") or {}).get("iso_code") if isinstance(rec, dict) else None
+    if not cc:
+        continue
+    if net.version == 6 and net.subnet_of(v4) and net.prefixlen >= 96:
+        net = ipaddress.ip_network(f"{ipaddress.ip_address(int(net.network_address))}/{net.prefixlen - 96}")
+    lines.append(f"{net} {cc}")
+open(f"{work}/country.map", "w").write(nl.join(lines) + nl)
+open(f"{work}/ip.lst", "w").write(nl.join(cidrs) + nl)
+open(f"{work}/ua.lst", "w").write(nl.join(pats) + nl)
+open(f"{work}/haproxy_rules.cfg", "w").write(f"""global
+  nbthread 1
+  maxconn 4096
+  pidfile {work}/haproxy_rules.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{hport}
+  stick-table type ip size 1m expire 60s store http_req_rate(1s)
+  acl denied_ip src -f {work}/ip.lst
+  acl bot req.hdr(user-agent) -m reg -f {work}/ua.lst
+  http-request deny if denied_ip
+  http-request deny if {{ src,map_ip({work}/country.map,--) -m str KP }}
+  http-request deny if bot
+  http-request track-sc0 src
+  http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 100000000 }}
+  default_backend app
+backend app
+  server up 127.0.0.1:{up}
 """)

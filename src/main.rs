@@ -7,8 +7,16 @@ use gatehouse::server::Options;
 use std::path::PathBuf;
 use std::process::exit;
 
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Measurement builds only: allocations counted per call site (see `alloc_count`).
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 const USAGE: &str = "\
 usage: gatehouse [-c FILE] [-d] [-u] [-t]      run the proxy
@@ -24,6 +32,8 @@ usage: gatehouse [-c FILE] [-d] [-u] [-t]      run the proxy
   -V, --version     print the version";
 
 fn main() {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::start();
     let mut args = std::env::args().skip(1).peekable();
     let mut check = false;
     let mut opts = Options {

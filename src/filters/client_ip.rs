@@ -72,25 +72,30 @@ impl ClientIpResolver {
 /// to left, and dropping a later line would let an address forged on an earlier one stand where
 /// the real client was.
 pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
+    use std::io::Write;
     let name = http::header::HeaderName::from_static("x-forwarded-for");
-    let mut out: Vec<u8> = Vec::with_capacity(64);
-    for v in headers.get_all(&name) {
-        let b = v.as_bytes().trim_ascii();
-        if b.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.extend_from_slice(b", ");
-        }
+    // The peer's text first, on the stack (an IPv6 address is at most 45 characters), so the
+    // value is one allocation of its exact length: a `Vec` whose length is its capacity
+    // becomes `Bytes` without a second allocation for a shared header.
+    let mut addr = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut addr[..]);
+    let _ = write!(cur, "{}", canonical(peer));
+    let n = cur.position() as usize;
+    let addr = &addr[..n];
+    let lines = || {
+        headers
+            .get_all(&name)
+            .into_iter()
+            .map(|v| v.as_bytes().trim_ascii())
+            .filter(|b| !b.is_empty())
+    };
+    let len = lines().map(|b| b.len() + 2).sum::<usize>() + addr.len();
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    for b in lines() {
         out.extend_from_slice(b);
-    }
-    if !out.is_empty() {
         out.extend_from_slice(b", ");
     }
-    {
-        use std::io::Write;
-        let _ = write!(out, "{}", canonical(peer));
-    }
+    out.extend_from_slice(addr);
     // Made of valid header values, ", " and an address: always a valid value (taken
     // without a copy).
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
