@@ -47,6 +47,7 @@ fn bot(cache_size: usize) -> BotDetector {
         patterns: sample_patterns(1500),
         empty_user_agent_is_bot: true,
         cache_size,
+        dry_run: false,
     })
     .expect("patterns compile")
 }

@@ -499,3 +499,114 @@ rate_limit: { client_max_rate: 1, every: 1h }"#,
     assert_eq!(status_from(&g, "/x", "2a02:ff0::8"), 429, "same IPv6 /64");
     assert_eq!(status_from(&g, "/x", "198.51.100.1, 216.160.83.56"), 200);
 }
+
+#[test]
+fn dry_run_filters_let_the_request_pass_and_count_what_they_would_refuse() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"security:
+  ip_filter: { mode: deny, cidrs: [127.0.0.0/8], dry_run: true }
+  bot_detector: { patterns: ["(?i)curl"], dry_run: true }"#,
+        r#"  - path: /strict
+    backend: app
+    security: { bot_detector: { patterns: ["(?i)curl"] } }"#,
+    ));
+    let curl = [("User-Agent", "curl/8.0")];
+    let r = get(g.addr, "/x", &curl);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        get(g.addr, "/x", &[("User-Agent", "Mozilla/5.0")]).status,
+        200
+    );
+    // a filter without dry_run still refuses, after the dry-run ones were noted
+    assert_rejected(&get(g.addr, "/strict", &curl), "bot_detector");
+    common::wait_for("the counters", std::time::Duration::from_secs(10), || {
+        (g.metric("gatehouse_would_reject_total{reason=\"ip_filter\"}") == 3.0).then_some(())
+    });
+    assert_eq!(
+        g.metric("gatehouse_would_reject_total{reason=\"bot_detector\"}"),
+        2.0
+    );
+    let log = g.log();
+    let line = |target: &str| {
+        log.lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no {target} in {log}"))
+            .to_string()
+    };
+    assert!(
+        line("\"GET /x").ends_with("reason=- would_reject=ip_filter,bot_detector"),
+        "{log}"
+    );
+    assert!(
+        line("\"GET /strict").ends_with("reason=bot_detector would_reject=ip_filter,bot_detector"),
+        "{log}"
+    );
+}
+
+/// Replaces `path` by a new file (written aside, then renamed over it), as a feed does.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn list_files_are_read_again_when_they_change() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let deny = dir.path().join("deny.txt");
+    let proxies = dir.path().join("proxies.txt");
+    std::fs::write(&deny, "# feed\n198.51.100.0/24  # a trailing comment\n\n").unwrap();
+    std::fs::write(&proxies, "127.0.0.1\n").unwrap();
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!(
+            r#"client_ip: {{ trusted_proxies_file: "{}" }}
+security:
+  ip_filter: {{ mode: deny, cidrs: [192.0.2.1], cidrs_file: "{}" }}"#,
+            proxies.display(),
+            deny.display()
+        ),
+        "",
+    ));
+    let wait_status = |xff: &str, want: u16| {
+        common::wait_for(
+            &format!("{xff} to get {want}"),
+            std::time::Duration::from_secs(10),
+            || (status_from(&g, "/x", xff) == want).then_some(()),
+        )
+    };
+    // the inline list and the file's add up; the trusted proxy comes from its file
+    assert_eq!(status_from(&g, "/x", "192.0.2.1"), 403);
+    assert_eq!(status_from(&g, "/x", "198.51.100.7"), 403);
+    assert_eq!(status_from(&g, "/x", "203.0.113.9"), 200);
+    // a feed replaces the file by a rename: the new list applies without a reload
+    replace(&deny, "198.51.100.0/24\n203.0.113.0/24\n");
+    wait_status("203.0.113.9", 403);
+    assert_eq!(g.metric("gatehouse_reloads_total{result=\"ok\"}"), 0.0);
+    // a file written in place is seen too
+    std::fs::write(&deny, "203.0.113.0/24\n").unwrap();
+    wait_status("198.51.100.7", 200);
+    // a bad line is an error naming the file and line, and the running list stays
+    replace(&deny, "203.0.113.0/24\n198.51.100.0/24\nnope\n");
+    common::wait_for(
+        "the failed list reload",
+        std::time::Duration::from_secs(10),
+        || (g.metric("gatehouse_list_reloads_total{result=\"error\"}") == 1.0).then_some(()),
+    );
+    let want = format!("{}:3:", deny.display());
+    assert!(g.log().contains(&want), "{}", g.log());
+    assert_eq!(status_from(&g, "/x", "198.51.100.7"), 200);
+    assert_eq!(status_from(&g, "/x", "203.0.113.9"), 403);
+    // the trusted proxies file: without 127.0.0.1, X-Forwarded-For is ignored
+    replace(&proxies, "# none\n");
+    replace(&deny, "127.0.0.1\n");
+    wait_status("198.51.100.7", 403);
+    assert_eq!(
+        status_from(&g, "/x", "192.0.2.200"),
+        403,
+        "the peer is denied"
+    );
+}

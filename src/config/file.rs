@@ -296,6 +296,8 @@ pub struct EndpointFile {
     /// This endpoint's rate limit (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
 }
 
 #[cfg(test)]

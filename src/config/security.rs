@@ -17,6 +17,8 @@ pub struct ClientIpFile {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
+    pub trusted_proxies_file: Option<String>,
+    #[serde(default)]
     pub headers: Option<Vec<String>>,
 }
 
@@ -43,7 +45,12 @@ pub struct SecurityFile {
 #[serde(deny_unknown_fields)]
 pub struct IpFilterFile {
     pub mode: String,
+    #[serde(default)]
     pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -63,6 +70,8 @@ pub struct GeofenceFile {
     pub deny_cities: Vec<String>,
     #[serde(default)]
     pub unknown: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -78,6 +87,8 @@ pub struct BotDetectorFile {
     pub empty_user_agent_is_bot: Option<bool>,
     #[serde(default)]
     pub cache_size: Option<usize>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 // ---- typed config ------------------------------------------------------------------------
@@ -110,6 +121,8 @@ pub struct GeoipConfig {
 pub struct IpFilterConfig {
     pub mode: Mode,
     pub cidrs: Vec<Cidr>,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 /// One `security` block (service-wide or an endpoint's).
@@ -136,7 +149,10 @@ pub fn client_ip(f: Option<&ClientIpFile>, errs: &mut Vec<ConfigError>) -> Clien
     let Some(f) = f else {
         return ClientIpConfig::default();
     };
-    let trusted_proxies = cidrs("client_ip.trusted_proxies", &f.trusted_proxies, errs);
+    let mut trusted_proxies = cidrs("client_ip.trusted_proxies", &f.trusted_proxies, errs);
+    if let Some(file) = &f.trusted_proxies_file {
+        trusted_proxies.extend(cidrs_file("client_ip.trusted_proxies_file", file, errs));
+    }
     let headers = match &f.headers {
         None => ClientIpConfig::default().headers,
         Some(list) => list
@@ -185,6 +201,19 @@ pub(crate) fn cidrs(path: &str, list: &[String], errs: &mut Vec<ConfigError>) ->
         .collect()
 }
 
+/// Reads a list file at YAML path `path`: one CIDR or address per line; blank lines and `#`
+/// comments (whole-line or trailing) are skipped. A bad line is an error naming the file and
+/// the line.
+pub(crate) fn cidrs_file(path: &str, file: &str, errs: &mut Vec<ConfigError>) -> Vec<Cidr> {
+    match crate::filters::ip::read_list(std::path::Path::new(file)) {
+        Ok(list) => list,
+        Err(m) => {
+            err(errs, path.to_string(), m);
+            Vec::new()
+        }
+    }
+}
+
 /// Validates a `security` block found at `path` (`security` or `endpoints[2].security`).
 /// `has_geoip` says whether `geoip.database` is configured.
 pub fn security(
@@ -210,9 +239,18 @@ pub fn security(
                 Mode::Deny
             }
         };
+        let mut list = cidrs(&format!("{p}.cidrs"), &ipf.cidrs, errs);
+        match &ipf.cidrs_file {
+            Some(file) => list.extend(cidrs_file(&format!("{p}.cidrs_file"), file, errs)),
+            None if ipf.cidrs.is_empty() => {
+                err(errs, format!("{p}.cidrs"), "needs cidrs or cidrs_file");
+            }
+            None => {}
+        }
         IpFilterConfig {
             mode,
-            cidrs: cidrs(&format!("{p}.cidrs"), &ipf.cidrs, errs),
+            cidrs: list,
+            dry_run: ipf.dry_run.unwrap_or(false),
         }
     });
     let geofence = f
@@ -328,6 +366,7 @@ fn geofence(
         allow_cities: cities(&format!("{p}.allow_cities"), &g.allow_cities, errs),
         deny_cities: cities(&format!("{p}.deny_cities"), &g.deny_cities, errs),
         unknown_allows,
+        dry_run: g.dry_run.unwrap_or(false),
     }
 }
 
@@ -358,6 +397,7 @@ fn bot(p: &str, b: &BotDetectorFile, errs: &mut Vec<ConfigError>) -> BotConfig {
         patterns: b.patterns.clone(),
         empty_user_agent_is_bot: b.empty_user_agent_is_bot.unwrap_or(false),
         cache_size: b.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+        dry_run: b.dry_run.unwrap_or(false),
     }
 }
 

@@ -252,6 +252,13 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 &mut e.0,
             ),
             rate_limit: None,
+            max_concurrent: match ep.max_concurrent {
+                Some(0) => {
+                    e.push(format!("{p}.max_concurrent"), "must be >= 1");
+                    None
+                }
+                other => other,
+            },
         });
     }
 
@@ -272,6 +279,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security,
             limits,
             dns,
+            lists: Vec::new(),
+            source: std::sync::Arc::from(""),
         })
     } else {
         Err(ConfigErrors(e.0))

@@ -25,6 +25,8 @@ pub struct BotConfig {
     pub patterns: Vec<String>,
     pub empty_user_agent_is_bot: bool,
     pub cache_size: usize,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
@@ -193,6 +195,7 @@ mod tests {
             patterns: patterns.iter().map(|s| s.to_string()).collect(),
             empty_user_agent_is_bot: true,
             cache_size: 100,
+            dry_run: false,
         }
     }
 

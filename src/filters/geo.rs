@@ -211,6 +211,8 @@ pub struct GeofenceConfig {
     pub deny_cities: Vec<CityRef>,
     /// Decision for addresses the database does not know: true = allow.
     pub unknown_allows: bool,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 impl GeofenceConfig {

@@ -11,7 +11,7 @@ pub mod ip;
 
 use crate::config::security::SecurityConfig;
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::reject::{Reason, Reject};
+use crate::reject::{Reason, Reject, WouldReject};
 use bot::BotDetector;
 use client_ip::ClientIpResolver;
 use geo::{FileStamp, Geo, GeoDb, Geofence};
@@ -27,6 +27,8 @@ pub struct Subject<'a> {
     pub user_agent: Option<&'a [u8]>,
     db: Option<&'a GeoDb>,
     geo: Option<Option<Geo<'a>>>,
+    /// What the `dry_run` filters would have refused.
+    pub would_reject: WouldReject,
 }
 
 impl<'a> Subject<'a> {
@@ -36,7 +38,18 @@ impl<'a> Subject<'a> {
             user_agent,
             db,
             geo: None,
+            would_reject: WouldReject::default(),
         }
+    }
+
+    /// A filter's refusal: the rejection, or with `dry_run` a note of it and a pass.
+    #[cold]
+    fn refuse(&mut self, dry_run: bool, reason: Reason) -> Result<(), Reject> {
+        if dry_run {
+            self.would_reject.add(reason);
+            return Ok(());
+        }
+        Err(Reject::new(reason))
     }
 
     /// The client's location, looked up once. `None` = unknown.
@@ -66,7 +79,8 @@ impl Chain {
         self.ip_filter.is_none() && self.geofence.is_none() && self.bot_detector.is_none()
     }
 
-    /// ip_filter, then geofence, then bot_detector (cheapest first).
+    /// ip_filter, then geofence, then bot_detector (cheapest first). A `dry_run` filter's
+    /// refusal is noted in the subject and the next filter decides.
     #[inline]
     pub fn check(&self, s: &mut Subject<'_>) -> Result<(), Reject> {
         if let Some(f) = &self.ip_filter {
@@ -76,18 +90,18 @@ impl Chain {
                 None => f.mode == ip::Mode::Deny,
             };
             if !ok {
-                return Err(Reject::new(Reason::IpFilter));
+                s.refuse(f.dry_run, Reason::IpFilter)?;
             }
         }
         if let Some(g) = &self.geofence {
             let geo = s.geo();
             if !g.allows(geo.as_ref()) {
-                return Err(Reject::new(Reason::Geofence));
+                s.refuse(g.cfg.dry_run, Reason::Geofence)?;
             }
         }
         if let Some(b) = &self.bot_detector {
             if b.is_bot(s.user_agent) {
-                return Err(Reject::new(Reason::BotDetector));
+                s.refuse(b.cfg.dry_run, Reason::BotDetector)?;
             }
         }
         Ok(())
@@ -172,10 +186,10 @@ fn chain(
     old_bots: &[&Arc<BotDetector>],
     errs: &mut Vec<ConfigError>,
 ) -> Chain {
-    let ip_filter = sec
-        .ip_filter
-        .as_ref()
-        .map(|f| IpFilter::new(f.mode, &f.cidrs));
+    let ip_filter = sec.ip_filter.as_ref().map(|f| IpFilter {
+        dry_run: f.dry_run,
+        ..IpFilter::new(f.mode, &f.cidrs)
+    });
     let geofence = sec.geofence.as_ref().map(|g| {
         if let Some(db) = db {
             if g.uses_city_data() && !db.city {
@@ -345,6 +359,7 @@ endpoints:
                     patterns: vec!["bot".into()],
                     empty_user_agent_is_bot: false,
                     cache_size: 10,
+                    dry_run: false,
                 })
                 .unwrap(),
             )),

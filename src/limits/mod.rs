@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod bucket;
+pub mod concurrency;
 pub mod headers;
 pub mod local;
 pub mod policy;
@@ -25,6 +26,7 @@ pub mod redis;
 pub mod route;
 
 pub use backend::{BackendLimiter, InflightGuard};
+pub use concurrency::EndpointGate;
 pub use headers::RequestLimits;
 pub use route::RouteLimiter;
 
@@ -195,20 +197,28 @@ impl Limits {
         )
     }
 
-    /// The request's rate limits: the service-wide block, then the endpoint's (`endpoint`,
-    /// with the client key of its `param` strategy).
+    /// The request's limits: the service-wide block, then the endpoint's `max_concurrent`
+    /// (`gate`), then the endpoint's block (`endpoint`, with the client key of its `param`
+    /// strategy). A block skips the clients of its `exempt` list; in a block,
+    /// `client_max_concurrent` comes before the buckets.
     pub async fn check_request(
         &self,
         endpoint: Option<&RouteLimiter>,
+        gate: Option<&Arc<EndpointGate>>,
         r: &Request<'_>,
         param: Option<Key>,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
-        let service = self.service.as_deref();
-        // Both blocks on the same Redis: one round trip for the whole decision.
+        let service = self.service.as_deref().filter(|s| !s.exempts(r.ip));
+        let endpoint = endpoint.filter(|e| !e.exempts(r.ip));
+        // Both blocks on the same Redis: one round trip for every bucket (the in-flight
+        // bounds, always local, first).
         if let (Some(s), Some(e)) = (service, endpoint) {
             if let (Some(rs), Some(re)) = (&s.redis, &e.redis) {
                 if Arc::ptr_eq(rs, re) {
+                    s.check_concurrency(r, None, state)?;
+                    check_gate(gate, state)?;
+                    e.check_concurrency(r, param, state)?;
                     let blocks = [(s, None), (e, param)];
                     return Box::pin(check_redis_blocks(rs, &blocks, r, state)).await;
                 }
@@ -217,11 +227,25 @@ impl Limits {
         if let Some(s) = service {
             s.check(r, None, state).await?;
         }
+        check_gate(gate, state)?;
         if let Some(e) = endpoint {
             e.check(r, param, state).await?;
         }
         Ok(())
     }
+}
+
+/// The endpoint's `max_concurrent`: its slot (kept in `state` until the request ends), or 503
+/// with `Retry-After: 1`.
+#[inline]
+fn check_gate(gate: Option<&Arc<EndpointGate>>, state: &mut RequestLimits) -> Result<(), Reject> {
+    if let Some(g) = gate {
+        match g.acquire() {
+            Some(slot) => state.endpoint_slot = Some(slot),
+            None => return Err(limited(Reason::EndpointMaxConcurrent, 0)),
+        }
+    }
+    Ok(())
 }
 
 /// The backend's limits (`max_concurrent`, then its bucket), once per request even when it
@@ -298,7 +322,7 @@ mod tests {
         ) -> Result<(), Reject> {
             let r = Request { head: req, ip, now };
             let ep = self.eps[i].as_deref();
-            self.l.check_request(ep, &r, param, state).await
+            self.l.check_request(ep, None, &r, param, state).await
         }
 
         async fn check_backend(

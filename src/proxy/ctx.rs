@@ -1,6 +1,6 @@
 //! Per-request state carried between Pingora's hooks.
 
-use crate::reject::Reason;
+use crate::reject::{Reason, WouldReject};
 use crate::runtime::{Endpoint, Runtime};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Ctx {
     /// Why gatehouse answered by itself, once it has: the access log, the rejection metric
     /// and the breaker's outcome read it.
     pub reason: Option<Reason>,
+    /// What the `dry_run` filters and limits would have refused (set by admission).
+    pub would_reject: WouldReject,
     /// Request body bytes seen so far (for `max_body_size`).
     pub body_bytes: u64,
     /// Rate-limit state: RateLimit header numbers, the backend in-flight slot.
@@ -45,6 +47,7 @@ impl Ctx {
             tried: smallvec::SmallVec::new(),
             upstream_start: None,
             reason: None,
+            would_reject: WouldReject::default(),
             client_ip: None,
             body_bytes: 0,
             limits: Default::default(),

@@ -22,6 +22,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
         Some(ep) => ep.requests.inc(status),
         None => crate::metrics::unrouted().inc(status),
     }
+    crate::metrics::would_reject(ctx.would_reject);
     if let Some(r) = ctx.reason {
         match crate::metrics::rejection(r as usize, r.id()) {
             Some(c) => c.inc(),
@@ -78,11 +79,24 @@ fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
     let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
     info!(
         target: "gatehouse::access",
-        "{client} \"{} {}\" {status} {:.3}ms route={:?} upstream={upstream} reason={}",
+        "{client} \"{} {}\" {status} {:.3}ms route={:?} upstream={upstream} reason={}{}",
         req.method,
         req.uri,
         now.saturating_duration_since(ctx.start).as_secs_f64() * 1000.0,
         route,
         ctx.reason.map(|r| r.id()).unwrap_or("-"),
+        WouldRejectField(ctx.would_reject),
     );
+}
+
+/// ` would_reject=<reasons>` when a `dry_run` filter or limit would have refused the request.
+struct WouldRejectField(crate::reject::WouldReject);
+
+impl std::fmt::Display for WouldRejectField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        write!(f, " would_reject={}", self.0)
+    }
 }
