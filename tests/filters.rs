@@ -610,3 +610,94 @@ security:
         "the peer is denied"
     );
 }
+
+#[test]
+fn geofence_by_asn_and_anonymous_network_and_the_asn_header() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let geoip = format!(
+        r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}", asn_database: "{}", anonymous_database: "{}", forward: true }}"#,
+        fixture("cities.mmdb"),
+        fixture("asn.mmdb"),
+        fixture("anonymous.mmdb")
+    );
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!("{geoip}\nsecurity:\n  geofence: {{ deny_asns: [1221], deny_anonymous: [tor] }}"),
+        r#"  - path: /strict
+    backend: app
+    security: { geofence: { allow_asns: [209, 3320], deny_anonymous: [vpn], unknown: deny } }
+  - path: /any
+    backend: app
+    security: { geofence: { deny_anonymous: [any] } }"#,
+    ));
+    let from = |path: &str, xff: &str| {
+        let r = get(
+            g.addr,
+            path,
+            &[("X-Forwarded-For", xff), ("X-Geo-ASN", "64496")],
+        );
+        (
+            r.status,
+            up.last()
+                .and_then(|u| u.header("x-geo-asn").map(String::from)),
+        )
+    };
+    // service-wide: AS1221 and Tor exits are refused
+    assert_rejected(
+        &get(g.addr, "/x", &[("X-Forwarded-For", "1.128.0.1")]),
+        "geofence",
+    );
+    assert_eq!(status_from(&g, "/x", "89.160.20.5"), 403);
+    // a VPN in AS20712 passes here, and the upstream learns the ASN (the client's is dropped)
+    assert_eq!(from("/x", "81.2.69.142"), (200, Some("20712".into())));
+    assert_eq!(up.last().unwrap().header("x-geo-country"), Some("GB"));
+    let before = up.count();
+    assert_eq!(from("/x", "10.0.0.1").0, 200);
+    assert_eq!(up.count(), before + 1);
+    assert_eq!(up.last().unwrap().header("x-geo-asn"), None, "unknown ASN");
+    // allow_asns: listed systems only (an unknown one by `unknown`), and no VPN
+    assert_eq!(from("/strict", "216.160.83.1"), (200, Some("209".into())));
+    assert_eq!(from("/strict", "2a02:ff0::1"), (200, Some("3320".into())));
+    assert_eq!(
+        status_from(&g, "/strict", "81.2.69.142"),
+        403,
+        "AS20712, a VPN"
+    );
+    assert_eq!(status_from(&g, "/strict", "10.0.0.1"), 403, "unknown ASN");
+    // any: every kind the anonymous database lists
+    for anonymous in ["2a02:ff0::1", "216.160.83.1", "175.16.199.5", "81.2.69.142"] {
+        assert_eq!(status_from(&g, "/any", anonymous), 403, "{anonymous}");
+    }
+    assert_eq!(status_from(&g, "/any", "10.0.0.1"), 200);
+}
+
+#[test]
+fn network_databases_must_have_their_layout_and_rules_their_database() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let err = Gatehouse::try_start(&config(
+        &up,
+        &format!("geoip: {{ asn_database: \"{}\" }}", fixture("cities.mmdb")),
+        "",
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.contains("geoip.asn_database"), "{err}");
+    assert!(err.contains("GeoLite2-City database"), "{err}");
+    let err = Gatehouse::try_start(&config(
+        &up,
+        &format!(
+            "geoip: {{ database: \"{}\" }}\nsecurity: {{ geofence: {{ deny_asns: [1], deny_anonymous: [vpn, bogus] }} }}",
+            fixture("cities.mmdb")
+        ),
+        "",
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.contains("need geoip.asn_database"), "{err}");
+    assert!(err.contains("needs geoip.anonymous_database"), "{err}");
+    assert!(
+        err.contains("security.geofence.deny_anonymous[1]: unknown kind \"bogus\""),
+        "{err}"
+    );
+}

@@ -25,7 +25,12 @@ pub struct ClientIpFile {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GeoipFile {
-    pub database: String,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub asn_database: Option<String>,
+    #[serde(default)]
+    pub anonymous_database: Option<String>,
     #[serde(default)]
     pub forward: Option<bool>,
 }
@@ -71,6 +76,12 @@ pub struct GeofenceFile {
     #[serde(default)]
     pub unknown: Option<String>,
     #[serde(default)]
+    pub allow_asns: Vec<u32>,
+    #[serde(default)]
+    pub deny_asns: Vec<u32>,
+    #[serde(default)]
+    pub deny_anonymous: Vec<String>,
+    #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
@@ -113,8 +124,31 @@ impl Default for ClientIpConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeoipConfig {
-    pub database: PathBuf,
+    /// Country or City layout: the location rules of a geofence.
+    pub database: Option<PathBuf>,
+    /// GeoLite2-ASN layout: `allow_asns`, `deny_asns`, `X-Geo-ASN`.
+    pub asn_database: Option<PathBuf>,
+    /// GeoIP2-Anonymous-IP layout: `deny_anonymous`.
+    pub anonymous_database: Option<PathBuf>,
     pub forward: bool,
+}
+
+/// Which GeoIP databases a config has, for the validation of its geofences.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GeoDbs {
+    pub location: bool,
+    pub asn: bool,
+    pub anonymous: bool,
+}
+
+impl GeoDbs {
+    pub fn of(g: Option<&GeoipConfig>) -> GeoDbs {
+        GeoDbs {
+            location: g.is_some_and(|g| g.database.is_some()),
+            asn: g.is_some_and(|g| g.asn_database.is_some()),
+            anonymous: g.is_some_and(|g| g.anonymous_database.is_some()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,11 +213,27 @@ pub fn client_ip(f: Option<&ClientIpFile>, errs: &mut Vec<ConfigError>) -> Clien
 
 pub fn geoip(f: Option<&GeoipFile>, errs: &mut Vec<ConfigError>) -> Option<GeoipConfig> {
     let f = f?;
-    if f.database.trim().is_empty() {
-        err(errs, "geoip.database".into(), "must name a .mmdb file");
+    let mut file = |key: &str, v: &Option<String>| {
+        let v = v.as_ref()?;
+        if v.trim().is_empty() {
+            err(errs, format!("geoip.{key}"), "must name a .mmdb file");
+        }
+        Some(PathBuf::from(v))
+    };
+    let database = file("database", &f.database);
+    let asn_database = file("asn_database", &f.asn_database);
+    let anonymous_database = file("anonymous_database", &f.anonymous_database);
+    if f.database.is_none() && f.asn_database.is_none() && f.anonymous_database.is_none() {
+        err(
+            errs,
+            "geoip.database".into(),
+            "must name a .mmdb file (or give asn_database or anonymous_database)",
+        );
     }
     Some(GeoipConfig {
-        database: PathBuf::from(&f.database),
+        database,
+        asn_database,
+        anonymous_database,
         forward: f.forward.unwrap_or(false),
     })
 }
@@ -215,11 +265,11 @@ pub(crate) fn cidrs_file(path: &str, file: &str, errs: &mut Vec<ConfigError>) ->
 }
 
 /// Validates a `security` block found at `path` (`security` or `endpoints[2].security`).
-/// `has_geoip` says whether `geoip.database` is configured.
+/// `dbs` says which GeoIP databases are configured.
 pub fn security(
     path: &str,
     f: Option<&SecurityFile>,
-    has_geoip: bool,
+    dbs: GeoDbs,
     errs: &mut Vec<ConfigError>,
 ) -> SecurityConfig {
     let Some(f) = f else {
@@ -256,7 +306,7 @@ pub fn security(
     let geofence = f
         .geofence
         .as_ref()
-        .map(|g| geofence(&format!("{path}.geofence"), g, has_geoip, errs));
+        .map(|g| geofence(&format!("{path}.geofence"), g, dbs, errs));
     let bot_detector = f
         .bot_detector
         .as_ref()
@@ -333,18 +383,49 @@ fn cities(path: &str, list: &[String], errs: &mut Vec<ConfigError>) -> Vec<CityR
         .collect()
 }
 
-fn geofence(
-    p: &str,
-    g: &GeofenceFile,
-    has_geoip: bool,
-    errs: &mut Vec<ConfigError>,
-) -> GeofenceConfig {
-    if !has_geoip {
+fn geofence(p: &str, g: &GeofenceFile, dbs: GeoDbs, errs: &mut Vec<ConfigError>) -> GeofenceConfig {
+    let location_rules = !(g.allow_countries.is_empty()
+        && g.deny_countries.is_empty()
+        && g.allow_regions.is_empty()
+        && g.deny_regions.is_empty()
+        && g.allow_cities.is_empty()
+        && g.deny_cities.is_empty());
+    let asn_rules = !(g.allow_asns.is_empty() && g.deny_asns.is_empty());
+    let anonymous_rules = !g.deny_anonymous.is_empty();
+    // A geofence of location rules (or of none at all) needs the location database.
+    if (location_rules || !(asn_rules || anonymous_rules)) && !dbs.location {
         err(
             errs,
             p.to_string(),
             "needs a GeoIP database: set geoip.database (a MaxMind .mmdb file)",
         );
+    }
+    if asn_rules && !dbs.asn {
+        err(
+            errs,
+            p.to_string(),
+            "allow_asns and deny_asns need geoip.asn_database (a GeoLite2-ASN .mmdb file)",
+        );
+    }
+    if anonymous_rules && !dbs.anonymous {
+        err(
+            errs,
+            p.to_string(),
+            "deny_anonymous needs geoip.anonymous_database (a GeoIP2-Anonymous-IP .mmdb file)",
+        );
+    }
+    let mut deny_anonymous = 0u8;
+    for (i, kind) in g.deny_anonymous.iter().enumerate() {
+        match crate::filters::geo::anonymous_kind(kind) {
+            Some(bit) => deny_anonymous |= bit,
+            None => err(
+                errs,
+                format!("{p}.deny_anonymous[{i}]"),
+                format!(
+                    "unknown kind {kind:?} (expected vpn, tor, hosting, public_proxy, residential_proxy or any)"
+                ),
+            ),
+        }
     }
     let unknown_allows = match g.unknown.as_deref() {
         None | Some("allow") => true,
@@ -366,6 +447,9 @@ fn geofence(
         allow_cities: cities(&format!("{p}.allow_cities"), &g.allow_cities, errs),
         deny_cities: cities(&format!("{p}.deny_cities"), &g.deny_cities, errs),
         unknown_allows,
+        allow_asns: g.allow_asns.clone(),
+        deny_asns: g.deny_asns.clone(),
+        deny_anonymous,
         dry_run: g.dry_run.unwrap_or(false),
     }
 }

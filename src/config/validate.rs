@@ -194,8 +194,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     // request filters (security.rs)
     let client_ip = super::security::client_ip(f.client_ip.as_ref(), &mut e.0);
     let geoip = super::security::geoip(f.geoip.as_ref(), &mut e.0);
-    let security =
-        super::security::security("security", f.security.as_ref(), geoip.is_some(), &mut e.0);
+    let dbs = super::security::GeoDbs::of(geoip.as_ref());
+    let security = super::security::security("security", f.security.as_ref(), dbs, &mut e.0);
 
     // endpoints
     let mut endpoints = Vec::with_capacity(f.endpoints.len());
@@ -248,7 +248,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security: super::security::security(
                 &format!("{p}.security"),
                 ep.security.as_ref(),
-                geoip.is_some(),
+                dbs,
                 &mut e.0,
             ),
             rate_limit: None,

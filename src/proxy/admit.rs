@@ -39,7 +39,8 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
         .peer
         .map(|p| rt.filters.client_ip.resolve(p, &req.head.headers));
     ctx.client_ip = client;
-    let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref());
+    let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref())
+        .with_networks(rt.filters.networks.as_ref());
     let passed = rt.filters.service.check(&mut subject);
     ctx.would_reject = subject.would_reject;
     passed?;
