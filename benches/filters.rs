@@ -61,6 +61,7 @@ fn bot(cache_size: usize) -> BotDetector {
         empty_user_agent_is_bot: true,
         cache_size,
         dry_run: false,
+        verify: Default::default(),
     })
     .expect("patterns compile")
 }

@@ -701,3 +701,88 @@ fn network_databases_must_have_their_layout_and_rules_their_database() {
         "{err}"
     );
 }
+
+#[test]
+fn verified_bots_pass_only_from_their_own_networks() {
+    use common::{DnsMode, FakeDns};
+    use std::net::IpAddr;
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dns = FakeDns::start();
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    // verified: its reverse name is in the domain and resolves back to it
+    dns.set_ptr(ip("192.0.2.10"), &["crawl-10.googlebot.com."]);
+    dns.set_ips("crawl-10.googlebot.com.", &[ip("192.0.2.10")]);
+    dns.set_ptr(ip("2001:db8::10"), &["crawl-v6.google.com."]);
+    dns.set_ips("crawl-v6.google.com.", &[ip("2001:db8::10")]);
+    // a name outside the domains, a name that does not resolve back, no reverse name at all
+    dns.set_ptr(ip("192.0.2.11"), &["crawl.googlebot.com.evil.example."]);
+    dns.set_ips("crawl.googlebot.com.evil.example.", &[ip("192.0.2.11")]);
+    dns.set_ptr(ip("192.0.2.12"), &["liar.googlebot.com."]);
+    dns.set_ips("liar.googlebot.com.", &[ip("192.0.2.99")]);
+    let verify = |on_failure: &str| {
+        format!(
+            r#"{{ patterns: ["(?i)bot"], on_dns_failure: {on_failure}, verify_timeout: 300ms, verify: [
+        {{ name: googlebot, user_agent: "(?i)googlebot", domains: [googlebot.com, google.com] }},
+        {{ name: bingbot, user_agent: "(?i)bingbot", cidrs: [198.51.100.0/24] }} ] }}"#
+        )
+    };
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!(
+            "client_ip: {{ trusted_proxies: [\"127.0.0.1/32\"] }}\ndns: {{ nameservers: [\"{}\"], timeout: 200ms }}",
+            dns.addr
+        ),
+        &format!(
+            r#"  - path: /strict
+    backend: app
+    rate_limit: {{ client_max_rate: 2, every: 1h }}
+    security: {{ bot_detector: {} }}
+  - path: /lenient
+    backend: app
+    security: {{ bot_detector: {} }}"#,
+            verify("deny"),
+            verify("allow")
+        ),
+    ));
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let bing = "Mozilla/5.0 (compatible; bingbot/2.0)";
+    let status = |path: &str, xff: &str, ua: &str| {
+        get(
+            g.addr,
+            path,
+            &[("X-Forwarded-For", xff), ("User-Agent", ua)],
+        )
+        .status
+    };
+    assert_eq!(status("/strict", "192.0.2.10", google), 200);
+    assert_eq!(status("/strict", "2001:db8::10", google), 200);
+    for liar in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
+        let r = get(
+            g.addr,
+            "/strict",
+            &[("X-Forwarded-For", liar), ("User-Agent", google)],
+        );
+        assert_rejected(&r, "bot_detector");
+    }
+    // by address range, no DNS
+    assert_eq!(status("/strict", "198.51.100.5", bing), 200);
+    assert_eq!(status("/strict", "203.0.113.5", bing), 403);
+    // other User-Agents meet the patterns as before
+    assert_eq!(status("/strict", "192.0.2.11", "Mozilla/5.0"), 200);
+    assert_eq!(status("/strict", "192.0.2.10", "SomeBot/1.0"), 403);
+    // the DNS goes silent: a cached verdict still holds; a new address is a DNS failure,
+    // which each detector's on_dns_failure decides, within verify_timeout
+    dns.set_mode(DnsMode::Silent);
+    assert_eq!(status("/strict", "192.0.2.10", google), 200);
+    let started = std::time::Instant::now();
+    assert_eq!(status("/strict", "192.0.2.14", google), 403);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(status("/lenient", "192.0.2.14", google), 200);
+    // a verified crawler is still subject to the limits: its bucket of 2 is spent
+    let r = get(
+        g.addr,
+        "/strict",
+        &[("X-Forwarded-For", "192.0.2.10"), ("User-Agent", google)],
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+}

@@ -133,6 +133,9 @@ fn list_files(f: &file::FileConfig) -> Vec<std::path::PathBuf> {
         .flatten();
     for sec in securities {
         add(sec.ip_filter.as_ref().and_then(|i| i.cidrs_file.as_ref()));
+        for v in sec.bot_detector.iter().flat_map(|b| &b.verify) {
+            add(v.cidrs_file.as_ref());
+        }
     }
     let limits = std::iter::once(f.rate_limit.as_ref())
         .chain(f.endpoints.iter().map(|e| e.rate_limit.as_ref()))

@@ -3,7 +3,10 @@
 //! `file.rs`/`validate.rs` only hook them in.
 
 use super::ConfigError;
-use crate::filters::bot::{check_pattern, BotConfig, DEFAULT_CACHE_SIZE};
+use crate::filters::bot::{
+    check_pattern, BotConfig, VerifiedBot, VerifyConfig, DEFAULT_CACHE_SIZE,
+    DEFAULT_VERIFY_TIMEOUT, DEFAULT_VERIFY_TTL,
+};
 use crate::filters::geo::{CityRef, GeofenceConfig};
 use crate::filters::ip::{Cidr, Mode};
 use serde::Deserialize;
@@ -100,6 +103,28 @@ pub struct BotDetectorFile {
     pub cache_size: Option<usize>,
     #[serde(default)]
     pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub verify: Vec<VerifyFile>,
+    #[serde(default)]
+    pub on_dns_failure: Option<String>,
+    #[serde(default)]
+    pub verify_cache_ttl: Option<super::file::Dur>,
+    #[serde(default)]
+    pub verify_timeout: Option<super::file::Dur>,
+}
+
+/// One `bot_detector.verify` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFile {
+    pub name: String,
+    pub user_agent: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<String>,
 }
 
 // ---- typed config ------------------------------------------------------------------------
@@ -475,7 +500,76 @@ fn bot(p: &str, b: &BotDetectorFile, errs: &mut Vec<ConfigError>) -> BotConfig {
             }
         }
     }
+    let mut bots = Vec::with_capacity(b.verify.len());
+    for (i, v) in b.verify.iter().enumerate() {
+        let vp = format!("{p}.verify[{i}]");
+        if v.name.trim().is_empty() {
+            err(errs, format!("{vp}.name"), "must name the crawler");
+        }
+        if let Err(m) = check_pattern(&v.user_agent) {
+            err(
+                errs,
+                format!("{vp}.user_agent"),
+                format!("invalid regex {:?}: {m}", v.user_agent),
+            );
+        }
+        let mut list = cidrs(&format!("{vp}.cidrs"), &v.cidrs, errs);
+        if let Some(file) = &v.cidrs_file {
+            list.extend(cidrs_file(&format!("{vp}.cidrs_file"), file, errs));
+        }
+        let domains: Vec<String> = v
+            .domains
+            .iter()
+            .map(|d| d.trim().trim_matches('.').to_ascii_lowercase())
+            .collect();
+        for (j, d) in domains.iter().enumerate() {
+            if d.is_empty() || !d.contains('.') {
+                err(
+                    errs,
+                    format!("{vp}.domains[{j}]"),
+                    format!("{:?} is not a domain (e.g. googlebot.com)", v.domains[j]),
+                );
+            }
+        }
+        if domains.is_empty() && v.cidrs.is_empty() && v.cidrs_file.is_none() {
+            err(errs, vp.clone(), "needs domains, cidrs or cidrs_file");
+        }
+        bots.push(VerifiedBot {
+            name: v.name.clone(),
+            user_agent: v.user_agent.clone(),
+            domains,
+            cidrs: list,
+        });
+    }
+    let dns_failure_allows = match b.on_dns_failure.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            err(
+                errs,
+                format!("{p}.on_dns_failure"),
+                format!("unknown value {other:?} (expected allow or deny)"),
+            );
+            false
+        }
+    };
+    let timeout = b
+        .verify_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+    if timeout.is_zero() {
+        err(errs, format!("{p}.verify_timeout"), "must be > 0");
+    }
     BotConfig {
+        verify: VerifyConfig {
+            bots,
+            dns_failure_allows,
+            ttl: b
+                .verify_cache_ttl
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_VERIFY_TTL),
+            timeout,
+        },
         allow: b.allow.clone(),
         deny: b.deny.clone(),
         patterns: b.patterns.clone(),
@@ -557,6 +651,31 @@ client_ip: { trusted_proxies: ["x"], headers: ["bad header"] }
             "security.bot_detector.deny[0]:",
             "client_ip.trusted_proxies[0]:",
             "client_ip.headers[0]:",
+        ];
+        for w in want {
+            assert!(
+                e.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {e:#?}"
+            );
+        }
+        let e = errors(
+            r#"
+security:
+  bot_detector:
+    on_dns_failure: maybe
+    verify_timeout: 0s
+    verify:
+      - { name: "", user_agent: "(x", domains: [com] }
+      - { name: b, user_agent: b }
+"#,
+        );
+        let want = [
+            "security.bot_detector.verify[0].name:",
+            "security.bot_detector.verify[0].user_agent: invalid regex",
+            "security.bot_detector.verify[0].domains[0]: \"com\" is not a domain",
+            "security.bot_detector.verify[1]: needs domains, cidrs or cidrs_file",
+            "security.bot_detector.on_dns_failure: unknown value",
+            "security.bot_detector.verify_timeout: must be > 0",
         ];
         for w in want {
             assert!(

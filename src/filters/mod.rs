@@ -31,6 +31,9 @@ pub struct Subject<'a> {
     networks: Option<&'a Networks>,
     asn: Option<Option<u32>>,
     anonymous: Option<u8>,
+    /// A bot detector whose `verify` entry (the index) the User-Agent matched, and whose
+    /// verdict on the address needs the DNS: `verify_bot` asks it.
+    pending: Option<(Arc<BotDetector>, usize)>,
     /// What the `dry_run` filters would have refused.
     pub would_reject: WouldReject,
 }
@@ -53,8 +56,29 @@ impl<'a> Subject<'a> {
             networks: None,
             asn: None,
             anonymous: None,
+            pending: None,
             would_reject: WouldReject::default(),
         }
+    }
+
+    /// After a chain's check: verifies the crawler it left pending (forward-confirmed
+    /// reverse DNS, bounded in time, cached per address). A crawler that is not verified is
+    /// refused as a bot.
+    pub async fn verify_bot(
+        &mut self,
+        resolver: Option<&crate::upstream::discovery::Resolver>,
+    ) -> Result<(), Reject> {
+        let Some((bot, i)) = self.pending.take() else {
+            return Ok(());
+        };
+        let ok = match self.ip {
+            Some(ip) => bot.verify(i, ip, resolver).await,
+            None => false,
+        };
+        if !ok {
+            self.refuse(bot.cfg.dry_run, Reason::BotDetector)?;
+        }
+        Ok(())
     }
 
     /// The ASN and anonymous-network databases the geofences' network rules look in.
@@ -156,7 +180,19 @@ impl Chain {
             }
         }
         if let Some(b) = &self.bot_detector {
-            if b.is_bot(s.user_agent) {
+            // A User-Agent of a `verify` entry passes as that crawler only when verified.
+            let bot = match b.verify_entry(s.user_agent) {
+                None => b.is_bot(s.user_agent),
+                Some(i) => match s.ip.map(|ip| b.quick_verdict(i, ip)) {
+                    None => true,
+                    Some(Some(verified)) => !verified,
+                    Some(None) => {
+                        s.pending = Some((Arc::clone(b), i));
+                        false
+                    }
+                },
+            };
+            if bot {
                 s.refuse(b.cfg.dry_run, Reason::BotDetector)?;
             }
         }
@@ -172,6 +208,8 @@ pub struct Filters {
     pub geo: Option<Arc<GeoDb>>,
     /// The ASN and anonymous-network databases (`None` when the config has neither).
     pub networks: Option<Networks>,
+    /// The resolver of crawler verification (`dns`), when a bot detector verifies crawlers.
+    pub resolver: Option<crate::upstream::discovery::Resolver>,
     /// Add X-Geo-* headers to upstream requests.
     pub forward_geo: bool,
     /// The service-wide `security` block.
@@ -256,7 +294,22 @@ impl Filters {
         };
         let networks =
             (asn.is_some() || anonymous.is_some()).then_some(Networks { asn, anonymous });
+        let verifies = std::iter::once(&config.security)
+            .chain(config.endpoints.iter().map(|e| &e.security))
+            .any(|s| {
+                s.bot_detector
+                    .as_ref()
+                    .is_some_and(|b| !b.verify.bots.is_empty())
+            });
+        let resolver = match verifies {
+            false => None,
+            true => Some(
+                crate::upstream::discovery::resolver(config.dns.as_ref())
+                    .map_err(|m| ConfigErrors::from(ConfigError::new("dns", m)))?,
+            ),
+        };
         let mut filters = Filters {
+            resolver,
             networks,
             client_ip,
             forward_geo: config.geoip.as_ref().is_some_and(|g| g.forward),
@@ -478,6 +531,7 @@ endpoints:
                     empty_user_agent_is_bot: false,
                     cache_size: 10,
                     dry_run: false,
+                    verify: Default::default(),
                 })
                 .unwrap(),
             )),

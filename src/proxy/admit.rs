@@ -41,12 +41,18 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
     ctx.client_ip = client;
     let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref())
         .with_networks(rt.filters.networks.as_ref());
-    let passed = rt.filters.service.check(&mut subject);
+    let mut passed = rt.filters.service.check(&mut subject);
+    if passed.is_ok() {
+        passed = subject.verify_bot(rt.filters.resolver.as_ref()).await;
+    }
     ctx.would_reject = subject.would_reject;
     passed?;
     let route = route(rt, req.head)?;
     let ep = &rt.endpoints[route.endpoint];
-    let passed = ep.filters.check(&mut subject);
+    let mut passed = ep.filters.check(&mut subject);
+    if passed.is_ok() {
+        passed = subject.verify_bot(rt.filters.resolver.as_ref()).await;
+    }
     ctx.would_reject = subject.would_reject;
     passed?;
     ctx.endpoint = Some(route.endpoint);
