@@ -17,5 +17,6 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod signals;
 pub mod tls;
 pub mod upstream;

@@ -133,7 +133,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
             shared,
         },
     ));
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::signals::Signals),
+    });
+    std::process::exit(0)
 }
 
 /// The backends of the live runtime, for the upstreams' background service.

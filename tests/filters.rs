@@ -424,7 +424,7 @@ security:
     assert_eq!(status_from(&g, "/x", "81.2.69.142"), 403);
 }
 
-/// The GeoIP database is re-read when its file changed (path, size or mtime), and
+/// The GeoIP database is re-read on reload when its file changed (path, size or mtime), and
 /// only then: a file whose size and mtime are unchanged is not read again (here proven by
 /// garbage that would fail verification), a replaced file is.
 #[test]

@@ -470,17 +470,12 @@ fn run_tutorial(steps: &[Step], ports: &[String], dir: &Path) -> Result<(), Stri
                 };
                 signal_group(child.id(), "INT");
                 if wait_timeout(&mut child, INTERRUPT_TIMEOUT).is_none() {
-                    // Pingora's quick shutdown (SIGINT) can hang with one single-threaded
-                    // runtime per thread (`work_stealing: false`, the default): its accept
-                    // loops spin on "A Tokio 1.x context was found, but it is being shutdown"
-                    // and the runtime never finishes. The rest of the tutorial does not
-                    // depend on how the example stopped, so a hung one is killed and reported.
                     signal_group(child.id(), "KILL");
                     let _ = child.wait();
-                    eprintln!(
+                    return Err(format!(
                         "docs/tutorial.md line {line}: Ctrl-C (SIGINT) did not stop gatehouse \
-                         within {INTERRUPT_TIMEOUT:?}; killed it"
-                    );
+                         within {INTERRUPT_TIMEOUT:?}"
+                    ));
                 }
             }
         }

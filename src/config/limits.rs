@@ -123,6 +123,10 @@ pub enum Store {
 /// to the nanosecond up to 2^53 ns (about 104 days).
 pub const MAX_REDIS_BURST: u64 = 1 << 53;
 
+/// Upper bound of a bucket's burst window (about 146 years): keeps `now + burst` far from
+/// overflow in the limiters' nanosecond arithmetic.
+pub const MAX_BURST: u64 = 1 << 62;
+
 /// What to do when a shared store (Redis) does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnStoreFailure {
@@ -383,10 +387,7 @@ fn rate(
     }
     if ok {
         let interval = every_ns / max_rate;
-        if interval
-            .checked_mul(capacity)
-            .is_none_or(|b| b > crate::limits::bucket::MAX_BURST)
-        {
+        if interval.checked_mul(capacity).is_none_or(|b| b > MAX_BURST) {
             e.push(
                 format!("{p}.{cap_key}"),
                 "takes more than a century to refill: lower it or raise the rate",

@@ -122,8 +122,8 @@ impl Gcra {
     }
 }
 
-/// Upper bound of a burst window (about 146 years): keeps `now + burst` far from overflow.
-pub const MAX_BURST: u64 = 1 << 62;
+/// Upper bound of a burst window (validation refuses a larger one).
+pub use crate::config::limits::MAX_BURST;
 
 /// Nanoseconds rounded up to whole seconds.
 #[inline]
