@@ -63,7 +63,7 @@ pub fn refresh_lists(
         return None;
     }
     let compiled =
-        config::parse(&old.config.source).and_then(|cfg| Runtime::compile(cfg, Some(&old)));
+        config::parse(&old.config.source.0).and_then(|cfg| Runtime::compile(cfg, Some(&old)));
     match compiled {
         Ok(rt) => {
             *failed = None;

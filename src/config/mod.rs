@@ -89,7 +89,17 @@ pub struct Config {
     pub lists: Vec<(std::path::PathBuf, Option<FileStamp>)>,
     /// The text the config was parsed from, to read its list files again without reading
     /// the config file.
-    pub source: std::sync::Arc<str>,
+    pub source: Source,
+}
+
+/// A config's YAML text. Its `Debug` gives only the size: the text may hold secrets.
+#[derive(Clone, PartialEq, Default)]
+pub struct Source(pub std::sync::Arc<str>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes of YAML>", self.0.len())
+    }
 }
 
 /// What identifies a file's content without reading it: device, inode (an atomic rename is
@@ -321,7 +331,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         .collect();
     let mut cfg = validate::validate(&file)?;
     cfg.lists = lists;
-    cfg.source = std::sync::Arc::from(text);
+    cfg.source = Source(std::sync::Arc::from(text));
     Ok(cfg)
 }
 

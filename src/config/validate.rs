@@ -280,7 +280,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             limits,
             dns,
             lists: Vec::new(),
-            source: std::sync::Arc::from(""),
+            source: Default::default(),
         })
     } else {
         Err(ConfigErrors(e.0))
