@@ -589,3 +589,33 @@ fn exempt_clients_skip_the_block_but_not_the_filters() {
         "{err}"
     );
 }
+
+/// In Redis, the script stops at the first bucket that refuses; a dry-run block asks again
+/// for the buckets after it, so its would-be refusals take the same tokens as locally.
+#[test]
+fn a_dry_run_redis_block_goes_on_to_the_later_buckets() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        up.addr,
+        &format!(
+            "redis: {{ url: \"{}\", timeout: 1s }}\nrate_limit: {{ client_max_rate: 1, max_rate: 3, every: 1h, store: redis, on_store_failure: deny, dry_run: true }}",
+            redis.url()
+        ),
+        "",
+        "  - path: /{*rest}\n    backend: app",
+    ));
+    assert_eq!(statuses(g.addr, "/x", &[], 5), [200; 5]);
+    // the client bucket refused requests 2 to 5; the shared one (3) took requests 1 to 3
+    wait_metric(
+        &g,
+        "gatehouse_would_reject_total{reason=\"client_rate_limit\"}",
+        4.0,
+    );
+    wait_metric(
+        &g,
+        "gatehouse_would_reject_total{reason=\"service_rate_limit\"}",
+        2.0,
+    );
+    assert_eq!(up.count(), 5);
+}
