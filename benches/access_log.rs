@@ -45,6 +45,7 @@ fn entry() -> Entry<'static> {
         upstream_time: Some(Duration::from_micros(1502)),
         bytes_sent: 5120,
         reason: None,
+        would_reject: Default::default(),
         request_id: Some("9f86d081884c7d659a2feaa0c55ad015"),
         tls: true,
         http_version: "1.1",

@@ -7,7 +7,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gatehouse::filters::bot::{sample_patterns, BotConfig, BotDetector};
 use gatehouse::filters::client_ip::ClientIpResolver;
 use gatehouse::filters::geo::{GeoDb, Geofence, GeofenceConfig};
-use gatehouse::filters::ip::{Cidr, CidrSet, IpFilter, Mode};
+use gatehouse::filters::ip::{parse_list, Cidr, CidrSet, IpFilter, Mode};
 use gatehouse::filters::{Chain, Subject};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -26,6 +26,19 @@ fn random_cidrs(n: usize, rng: &mut fastrand::Rng) -> Vec<Cidr> {
             }
         })
         .collect()
+}
+
+/// A list file's text: one CIDR per line, as `random_cidrs` makes them.
+fn list_text(cidrs: &[Cidr]) -> String {
+    let mut s = String::with_capacity(cidrs.len() * 20);
+    for c in cidrs {
+        let line = match *c {
+            Cidr::V4 { addr, prefix } => format!("{}/{prefix}\n", Ipv4Addr::from(addr)),
+            Cidr::V6 { addr, prefix } => format!("{}/{prefix}\n", Ipv6Addr::from(addr)),
+        };
+        s.push_str(&line);
+    }
+    s
 }
 
 fn probes(rng: &mut fastrand::Rng) -> Vec<IpAddr> {
@@ -47,6 +60,8 @@ fn bot(cache_size: usize) -> BotDetector {
         patterns: sample_patterns(1500),
         empty_user_agent_is_bot: true,
         cache_size,
+        dry_run: false,
+        verify: Default::default(),
     })
     .expect("patterns compile")
 }
@@ -97,6 +112,19 @@ fn bench(c: &mut Criterion) {
     c.bench_function("bot_detector 1500 patterns, cold (no cache, match)", |b| {
         b.iter(|| black_box(cold.is_bot(black_box(Some(crawler.as_bytes())))))
     });
+    // Loading a list file (`cidrs_file`): parse every line, then sort and merge the ranges.
+    // (its own generator: the benches after it see the same data as without it)
+    let text = list_text(&random_cidrs(1_000_000, &mut fastrand::Rng::with_seed(7)));
+    let mut g = c.benchmark_group("list file");
+    g.sample_size(10);
+    g.bench_function("parse + build 1,000,000 CIDRs", |b| {
+        b.iter(|| {
+            let list = parse_list("feed.txt", black_box(&text)).expect("valid");
+            black_box(IpFilter::new(Mode::Deny, &list))
+        })
+    });
+    g.finish();
+
     c.bench_function("bot_detector compile 1500 patterns", |b| {
         b.iter(|| black_box(bot(10)))
     });

@@ -179,7 +179,8 @@ endpoints:
                 now,
             };
             black_box(block_on(
-                rt.limits.check_request(endpoint, &asked, None, &mut st),
+                rt.limits
+                    .check_request(endpoint, None, &asked, None, &mut st),
             ))
             .ok();
             black_box(st.guard.is_some())

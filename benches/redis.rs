@@ -94,7 +94,7 @@ async fn run(
                 };
                 let r = limits
                     .limits
-                    .check_request(endpoint, &asked, None, &mut st)
+                    .check_request(endpoint, None, &asked, None, &mut st)
                     .await;
                 lat.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
                 if r.is_err() {

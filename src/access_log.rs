@@ -8,8 +8,9 @@
 //! (path and query as the client sent them), `route` (the endpoint's pattern, `null` when none
 //! matched), `status` (0 when no response was sent), `duration_ms`, `upstream` (the last host
 //! tried), `upstream_ms` (its time to the response header), `bytes_sent` (response body
-//! bytes), `reason` (the problem type of an answer made by gatehouse), `would_reject` (always
-//! `null`: reserved for a dry-run mode that reports what a filter would have refused),
+//! bytes), `reason` (the problem type of an answer made by gatehouse), `would_reject` (the
+//! reasons `dry_run` filters and limits would have refused the request for, an array, or
+//! `null`),
 //! `request_id`, `tls`, `http_version`. A value that is not known is `null`.
 
 use std::cell::RefCell;
@@ -33,6 +34,8 @@ pub struct Entry<'a> {
     pub upstream_time: Option<Duration>,
     pub bytes_sent: u64,
     pub reason: Option<&'static str>,
+    /// What `dry_run` filters and limits would have refused.
+    pub would_reject: crate::reject::WouldReject,
     pub request_id: Option<&'a str>,
     pub tls: bool,
     /// `1.0`, `1.1`, `2`.
@@ -82,6 +85,9 @@ pub fn write_text(e: &Entry<'_>, out: &mut String) {
     out.push_str(e.reason.unwrap_or("-"));
     out.push_str(" request_id=");
     out.push_str(e.request_id.unwrap_or("-"));
+    if !e.would_reject.is_empty() {
+        let _ = write!(out, " would_reject={}", e.would_reject);
+    }
 }
 
 /// The JSON object, on one line, without a newline.
@@ -122,7 +128,20 @@ pub fn write_json(e: &Entry<'_>, out: &mut String) {
     }
     let _ = write!(out, ",\"bytes_sent\":{},\"reason\":", e.bytes_sent);
     string(out, e.reason);
-    out.push_str(",\"would_reject\":null,\"request_id\":");
+    out.push_str(",\"would_reject\":");
+    if e.would_reject.is_empty() {
+        out.push_str("null");
+    } else {
+        out.push('[');
+        for (i, r) in e.would_reject.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            string(out, Some(r.id()));
+        }
+        out.push(']');
+    }
+    out.push_str(",\"request_id\":");
     string(out, e.request_id);
     let _ = write!(
         out,
@@ -212,6 +231,7 @@ mod tests {
             upstream_time: Some(Duration::from_micros(1200)),
             bytes_sent: 42,
             reason: None,
+            would_reject: Default::default(),
             request_id: Some("abc"),
             tls: true,
             http_version: "1.1",

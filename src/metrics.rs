@@ -13,9 +13,15 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// reason = the problem type of the rejection (not_found, upstream_timeout, ...).
     pub rejections: IntCounterVec,
+    /// reason = what a `dry_run` filter or limit would have refused.
+    pub would_reject: IntCounterVec,
+    /// scope = service | endpoint: requests a `rate_limit.exempt` list let skip the block.
+    pub rate_limit_exempt: IntCounterVec,
     pub upstream_latency: HistogramVec,
     /// result = ok | error
     pub reloads: IntCounterVec,
+    /// result = ok | error: a list file changed and was read again.
+    pub list_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     /// backend = name; 0 closed, 1 half-open, 2 open.
     pub breaker_state: IntGaugeVec,
@@ -39,6 +45,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["reason"],
     )?;
+    let would_reject = IntCounterVec::new(
+        Opts::new(
+            "gatehouse_would_reject_total",
+            "Refusals of dry_run filters and limits, which let the request pass, by reason",
+        ),
+        &["reason"],
+    )?;
+    let rate_limit_exempt = IntCounterVec::new(
+        Opts::new(
+            "gatehouse_rate_limit_exempt_total",
+            "Requests that skipped a rate_limit block by its exempt list, by scope (service, endpoint)",
+        ),
+        &["scope"],
+    )?;
     let upstream_latency = HistogramVec::new(
         HistogramOpts::new(
             "gatehouse_upstream_latency_seconds",
@@ -51,6 +71,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let reloads = IntCounterVec::new(
         Opts::new("gatehouse_reloads_total", "Config reloads by result"),
+        &["result"],
+    )?;
+    let list_reloads = IntCounterVec::new(
+        Opts::new(
+            "gatehouse_list_reloads_total",
+            "Re-reads of changed list files (cidrs_file, trusted_proxies_file) by result",
+        ),
         &["result"],
     )?;
     let config_generation = IntGauge::new(
@@ -93,15 +120,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(breaker_state.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(rejections.clone()))?;
+    registry.register(Box::new(would_reject.clone()))?;
+    registry.register(Box::new(rate_limit_exempt.clone()))?;
     registry.register(Box::new(upstream_latency.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
+    registry.register(Box::new(list_reloads.clone()))?;
     registry.register(Box::new(config_generation.clone()))?;
     Ok(Metrics {
         registry,
         requests,
         rejections,
+        would_reject,
+        rate_limit_exempt,
         upstream_latency,
         reloads,
+        list_reloads,
         config_generation,
         breaker_state,
         redis_errors,
@@ -195,4 +228,22 @@ pub fn rejection(index: usize, id: &str) -> Option<&'static prometheus::IntCount
     CELLS
         .get(index)
         .map(|c| c.get_or_init(|| metrics().rejections.with_label_values(&[id])))
+}
+
+/// Counts each refusal of a `dry_run` filter or limit in `gatehouse_would_reject_total`.
+pub fn would_reject(w: crate::reject::WouldReject) {
+    if w.is_empty() {
+        return;
+    }
+    for r in w.iter() {
+        metrics().would_reject.with_label_values(&[r.id()]).inc();
+    }
+}
+
+/// `gatehouse_rate_limit_exempt_total{scope}` of the service-wide block (0) or an endpoint's (1).
+pub fn rate_limit_exempt(scope: usize) -> &'static prometheus::IntCounter {
+    static CELLS: [std::sync::OnceLock<prometheus::IntCounter>; 2] =
+        [const { std::sync::OnceLock::new() }; 2];
+    let name = if scope == 0 { "service" } else { "endpoint" };
+    CELLS[scope.min(1)].get_or_init(|| metrics().rate_limit_exempt.with_label_values(&[name]))
 }

@@ -28,6 +28,10 @@ pub enum Reason {
     EndpointRateLimit,
     BackendRateLimit,
     BackendMaxConcurrent,
+    /// The client has `rate_limit.client_max_concurrent` requests in flight already.
+    ClientMaxConcurrent,
+    /// The endpoint has `max_concurrent` requests in flight already.
+    EndpointMaxConcurrent,
     /// The shared rate-limit store (Redis) failed and the limit says `on_store_failure: deny`.
     RateLimitStoreUnavailable,
 }
@@ -55,6 +59,8 @@ impl Reason {
             Reason::EndpointRateLimit => "endpoint_rate_limit",
             Reason::BackendRateLimit => "backend_rate_limit",
             Reason::BackendMaxConcurrent => "backend_max_concurrent",
+            Reason::ClientMaxConcurrent => "client_max_concurrent",
+            Reason::EndpointMaxConcurrent => "endpoint_max_concurrent",
             Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
         }
     }
@@ -71,11 +77,12 @@ impl Reason {
             Reason::IpFilter | Reason::Geofence | Reason::BotDetector => 403,
             Reason::BodyTooLarge => 413,
             Reason::RedirectHttps => 308,
-            Reason::ClientRateLimit => 429,
+            Reason::ClientRateLimit | Reason::ClientMaxConcurrent => 429,
             Reason::ServiceRateLimit
             | Reason::EndpointRateLimit
             | Reason::BackendRateLimit
             | Reason::BackendMaxConcurrent
+            | Reason::EndpointMaxConcurrent
             | Reason::RateLimitStoreUnavailable => 503,
         }
     }
@@ -101,8 +108,82 @@ impl Reason {
             Reason::EndpointRateLimit => "The endpoint's request rate limit is reached",
             Reason::BackendRateLimit => "The backend's request rate limit is reached",
             Reason::BackendMaxConcurrent => "The backend has too many requests in flight",
+            Reason::ClientMaxConcurrent => "Too many requests from this client in flight",
+            Reason::EndpointMaxConcurrent => "The endpoint has too many requests in flight",
             Reason::RateLimitStoreUnavailable => "The rate-limit store is unavailable",
         }
+    }
+}
+
+impl Reason {
+    /// Every reason, in declaration order (`r as usize` is its index).
+    pub const ALL: [Reason; 22] = [
+        Reason::BadRequest,
+        Reason::NotFound,
+        Reason::MethodNotAllowed,
+        Reason::NoHealthyHost,
+        Reason::CircuitOpen,
+        Reason::BadGateway,
+        Reason::UpstreamTimeout,
+        Reason::EndpointTimeout,
+        Reason::Internal,
+        Reason::IpFilter,
+        Reason::Geofence,
+        Reason::BotDetector,
+        Reason::BodyTooLarge,
+        Reason::RedirectHttps,
+        Reason::ClientRateLimit,
+        Reason::ServiceRateLimit,
+        Reason::EndpointRateLimit,
+        Reason::BackendRateLimit,
+        Reason::BackendMaxConcurrent,
+        Reason::ClientMaxConcurrent,
+        Reason::EndpointMaxConcurrent,
+        Reason::RateLimitStoreUnavailable,
+    ];
+}
+
+/// The refusals a request met in `dry_run` filters and limits, which let it pass: a set of
+/// reasons (each at most once), kept without allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WouldReject(u32);
+
+impl WouldReject {
+    pub fn add(&mut self, r: Reason) {
+        self.0 |= 1 << (r as u32);
+    }
+
+    pub fn merge(&mut self, other: WouldReject) {
+        self.0 |= other.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, r: Reason) -> bool {
+        self.0 & (1 << (r as u32)) != 0
+    }
+
+    /// The reasons, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = Reason> {
+        Reason::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+impl fmt::Display for WouldReject {
+    /// `ip_filter,client_rate_limit`, or `-` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, r) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r.id())?;
+        }
+        Ok(())
     }
 }
 
@@ -186,5 +267,29 @@ mod tests {
             Reject::new(Reason::NotFound).detail("x").to_string(),
             "not_found (404): x"
         );
+    }
+
+    #[test]
+    fn every_reason_is_listed_once_at_its_index() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.id());
+        }
+        assert!(Reason::ALL.len() <= 32, "WouldReject is a u32 bitset");
+    }
+
+    #[test]
+    fn would_reject_is_a_set() {
+        let mut w = WouldReject::default();
+        assert_eq!(w.to_string(), "-");
+        w.add(Reason::ClientRateLimit);
+        w.add(Reason::IpFilter);
+        w.add(Reason::ClientRateLimit);
+        assert_eq!(w.to_string(), "ip_filter,client_rate_limit");
+        assert_eq!(w.iter().count(), 2);
+        let mut other = WouldReject::default();
+        other.add(Reason::EndpointMaxConcurrent);
+        w.merge(other);
+        assert!(w.contains(Reason::EndpointMaxConcurrent));
+        assert!(!w.contains(Reason::Geofence));
     }
 }

@@ -1,5 +1,7 @@
 //! Hot reload on SIGHUP: read, validate and compile the whole file off the request path,
-//! then swap the runtime atomically. Any error keeps the running runtime.
+//! then swap the runtime atomically. Any error keeps the running runtime. The list files a
+//! config names are also watched (`refresh_lists`): a change compiles the running config
+//! again with the new lists, without reading the config file.
 
 use crate::config::{self, ConfigErrors};
 use crate::metrics::metrics;
@@ -57,6 +59,48 @@ pub fn reload(path: &std::path::Path, shared: &Shared) -> Result<u64, ConfigErro
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(generation)
+}
+
+/// How often the list files (`cidrs_file`, `trusted_proxies_file`) are checked for a change.
+pub const LIST_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// When a list file of the running config changed (a new inode, modification time or size:
+/// written in place or replaced by a rename), compiles the running config again from its own
+/// text, which reads the lists anew, and swaps it in. A bad list keeps the running runtime;
+/// `failed` holds the stamps of that attempt, so the same files are not tried again until
+/// they change once more. Returns the new generation when a runtime was swapped in.
+pub fn refresh_lists(
+    shared: &Shared,
+    failed: &mut Option<Vec<Option<config::FileStamp>>>,
+) -> Option<Result<u64, ConfigErrors>> {
+    let old = shared.load_full();
+    if old.config.lists.is_empty() || !old.config.lists_changed() {
+        return None;
+    }
+    let now: Vec<_> = old
+        .config
+        .lists
+        .iter()
+        .map(|(p, _)| config::FileStamp::of(p))
+        .collect();
+    if failed.as_ref() == Some(&now) {
+        return None;
+    }
+    let compiled =
+        config::parse(&old.config.source.0).and_then(|cfg| Runtime::compile(cfg, Some(&old)));
+    match compiled {
+        Ok(rt) => {
+            *failed = None;
+            let generation = rt.generation;
+            shared.store(Arc::new(rt));
+            info!("lists: a list file changed; generation {generation} swapped in");
+            Some(Ok(generation))
+        }
+        Err(e) => {
+            *failed = Some(now);
+            Some(Err(e))
+        }
+    }
 }
 
 fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
@@ -118,9 +162,23 @@ impl BackgroundService for ReloadService {
         };
         READY.store(true, Ordering::Release);
         info!("reload: send SIGHUP to re-read {}", self.path.display());
+        let mut poll = tokio::time::interval(LIST_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = poll.tick() => match refresh_lists(&self.shared, &mut failed) {
+                    None => {}
+                    Some(Ok(g)) => {
+                        metrics().list_reloads.with_label_values(&["ok"]).inc();
+                        metrics().config_generation.set(g as i64);
+                    }
+                    Some(Err(errs)) => {
+                        metrics().list_reloads.with_label_values(&["error"]).inc();
+                        error!("list reload failed, keeping the running lists:\n{errs}");
+                    }
+                },
                 got = hup.recv() => {
                     if got.is_none() { break; }
                     match reload(&self.path, &self.shared) {

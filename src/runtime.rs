@@ -10,7 +10,7 @@
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::filters::bot::BotDetector;
 use crate::filters::{Chain, Filters};
-use crate::limits::{BackendLimiter, Limits, RouteLimiter};
+use crate::limits::{BackendLimiter, EndpointGate, Limits, RouteLimiter};
 use crate::routing::{Rewrite, Router};
 use crate::upstream;
 use arc_swap::ArcSwap;
@@ -53,6 +53,8 @@ pub struct Endpoint {
     pub filters: Chain,
     /// The endpoint's own rate limit, checked after the service-wide one.
     pub limiter: Option<Arc<RouteLimiter>>,
+    /// `max_concurrent`: its in-flight count, checked before the endpoint's rate limit.
+    pub gate: Option<Arc<EndpointGate>>,
     /// The backend's hosts and limits: those of its entry in `Runtime::backends`, at hand
     /// without a lookup by name.
     pub backend: Arc<upstream::backend::Backend>,
@@ -83,6 +85,12 @@ impl Runtime {
                 .iter()
                 .flat_map(|p| p.endpoints.iter().filter_map(|e| e.limiter.as_ref())),
         );
+        // In-flight counts survive a reload while the endpoint and its bound are unchanged.
+        let old_gates: std::collections::HashMap<String, &Arc<EndpointGate>> = previous
+            .iter()
+            .flat_map(|p| p.config.endpoints.iter().zip(&p.endpoints))
+            .filter_map(|(c, e)| Some((crate::limits::endpoint_ident(c), e.gate.as_ref()?)))
+            .collect();
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for (i, ep) in config.endpoints.iter().enumerate() {
             let Some(backend) = backends.get(&ep.backend) else {
@@ -108,6 +116,13 @@ impl Runtime {
                 timeout: ep.timeout,
                 filters: filters.chain(&path, &ep.security, &old_bots, &mut errs),
                 limiter: limits.endpoint(ep, &old_limiters),
+                gate: ep.max_concurrent.map(|max| {
+                    old_gates
+                        .get(&crate::limits::endpoint_ident(ep))
+                        .filter(|g| g.max == max)
+                        .map(|g| Arc::clone(g))
+                        .unwrap_or_else(|| Arc::new(EndpointGate::new(max)))
+                }),
                 backend: Arc::clone(&backend.upstream),
                 backend_limiter: backend.limiter.clone(),
             });

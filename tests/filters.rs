@@ -499,3 +499,290 @@ rate_limit: { client_max_rate: 1, every: 1h }"#,
     assert_eq!(status_from(&g, "/x", "2a02:ff0::8"), 429, "same IPv6 /64");
     assert_eq!(status_from(&g, "/x", "198.51.100.1, 216.160.83.56"), 200);
 }
+
+#[test]
+fn dry_run_filters_let_the_request_pass_and_count_what_they_would_refuse() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        &up,
+        r#"security:
+  ip_filter: { mode: deny, cidrs: [127.0.0.0/8], dry_run: true }
+  bot_detector: { patterns: ["(?i)curl"], dry_run: true }"#,
+        r#"  - path: /strict
+    backend: app
+    security: { bot_detector: { patterns: ["(?i)curl"] } }"#,
+    ));
+    let curl = [("User-Agent", "curl/8.0")];
+    let r = get(g.addr, "/x", &curl);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        get(g.addr, "/x", &[("User-Agent", "Mozilla/5.0")]).status,
+        200
+    );
+    // a filter without dry_run still refuses, after the dry-run ones were noted
+    assert_rejected(&get(g.addr, "/strict", &curl), "bot_detector");
+    common::wait_for("the counters", std::time::Duration::from_secs(10), || {
+        (g.metric("gatehouse_would_reject_total{reason=\"ip_filter\"}") == 3.0).then_some(())
+    });
+    assert_eq!(
+        g.metric("gatehouse_would_reject_total{reason=\"bot_detector\"}"),
+        2.0
+    );
+    let log = g.log();
+    let line = |target: &str| {
+        log.lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no {target} in {log}"))
+            .to_string()
+    };
+    assert!(
+        line("\"GET /x").ends_with("reason=- would_reject=ip_filter,bot_detector"),
+        "{log}"
+    );
+    assert!(
+        line("\"GET /strict").ends_with("reason=bot_detector would_reject=ip_filter,bot_detector"),
+        "{log}"
+    );
+}
+
+/// Replaces `path` by a new file (written aside, then renamed over it), as a feed does.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn list_files_are_read_again_when_they_change() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let deny = dir.path().join("deny.txt");
+    let proxies = dir.path().join("proxies.txt");
+    std::fs::write(&deny, "# feed\n198.51.100.0/24  # a trailing comment\n\n").unwrap();
+    std::fs::write(&proxies, "127.0.0.1\n").unwrap();
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!(
+            r#"client_ip: {{ trusted_proxies_file: "{}" }}
+security:
+  ip_filter: {{ mode: deny, cidrs: [192.0.2.1], cidrs_file: "{}" }}"#,
+            proxies.display(),
+            deny.display()
+        ),
+        "",
+    ));
+    let wait_status = |xff: &str, want: u16| {
+        common::wait_for(
+            &format!("{xff} to get {want}"),
+            std::time::Duration::from_secs(10),
+            || (status_from(&g, "/x", xff) == want).then_some(()),
+        )
+    };
+    // the inline list and the file's add up; the trusted proxy comes from its file
+    assert_eq!(status_from(&g, "/x", "192.0.2.1"), 403);
+    assert_eq!(status_from(&g, "/x", "198.51.100.7"), 403);
+    assert_eq!(status_from(&g, "/x", "203.0.113.9"), 200);
+    // a feed replaces the file by a rename: the new list applies without a reload
+    replace(&deny, "198.51.100.0/24\n203.0.113.0/24\n");
+    wait_status("203.0.113.9", 403);
+    assert_eq!(g.metric("gatehouse_reloads_total{result=\"ok\"}"), 0.0);
+    // a file written in place is seen too
+    std::fs::write(&deny, "203.0.113.0/24\n").unwrap();
+    wait_status("198.51.100.7", 200);
+    // a bad line is an error naming the file and line, and the running list stays
+    replace(&deny, "203.0.113.0/24\n198.51.100.0/24\nnope\n");
+    common::wait_for(
+        "the failed list reload",
+        std::time::Duration::from_secs(10),
+        || (g.metric("gatehouse_list_reloads_total{result=\"error\"}") == 1.0).then_some(()),
+    );
+    let want = format!("{}:3:", deny.display());
+    assert!(g.log().contains(&want), "{}", g.log());
+    assert_eq!(status_from(&g, "/x", "198.51.100.7"), 200);
+    assert_eq!(status_from(&g, "/x", "203.0.113.9"), 403);
+    // the trusted proxies file: without 127.0.0.1, X-Forwarded-For is ignored
+    replace(&proxies, "# none\n");
+    replace(&deny, "127.0.0.1\n");
+    wait_status("198.51.100.7", 403);
+    assert_eq!(
+        status_from(&g, "/x", "192.0.2.200"),
+        403,
+        "the peer is denied"
+    );
+}
+
+#[test]
+fn geofence_by_asn_and_anonymous_network_and_the_asn_header() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let geoip = format!(
+        r#"client_ip: {{ trusted_proxies: ["127.0.0.1/32"] }}
+geoip: {{ database: "{}", asn_database: "{}", anonymous_database: "{}", forward: true }}"#,
+        fixture("cities.mmdb"),
+        fixture("asn.mmdb"),
+        fixture("anonymous.mmdb")
+    );
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!("{geoip}\nsecurity:\n  geofence: {{ deny_asns: [1221], deny_anonymous: [tor] }}"),
+        r#"  - path: /strict
+    backend: app
+    security: { geofence: { allow_asns: [209, 3320], deny_anonymous: [vpn], unknown: deny } }
+  - path: /any
+    backend: app
+    security: { geofence: { deny_anonymous: [any] } }"#,
+    ));
+    let from = |path: &str, xff: &str| {
+        let r = get(
+            g.addr,
+            path,
+            &[("X-Forwarded-For", xff), ("X-Geo-ASN", "64496")],
+        );
+        (
+            r.status,
+            up.last()
+                .and_then(|u| u.header("x-geo-asn").map(String::from)),
+        )
+    };
+    // service-wide: AS1221 and Tor exits are refused
+    assert_rejected(
+        &get(g.addr, "/x", &[("X-Forwarded-For", "1.128.0.1")]),
+        "geofence",
+    );
+    assert_eq!(status_from(&g, "/x", "89.160.20.5"), 403);
+    // a VPN in AS20712 passes here, and the upstream learns the ASN (the client's is dropped)
+    assert_eq!(from("/x", "81.2.69.142"), (200, Some("20712".into())));
+    assert_eq!(up.last().unwrap().header("x-geo-country"), Some("GB"));
+    let before = up.count();
+    assert_eq!(from("/x", "10.0.0.1").0, 200);
+    assert_eq!(up.count(), before + 1);
+    assert_eq!(up.last().unwrap().header("x-geo-asn"), None, "unknown ASN");
+    // allow_asns: listed systems only (an unknown one by `unknown`), and no VPN
+    assert_eq!(from("/strict", "216.160.83.1"), (200, Some("209".into())));
+    assert_eq!(from("/strict", "2a02:ff0::1"), (200, Some("3320".into())));
+    assert_eq!(
+        status_from(&g, "/strict", "81.2.69.142"),
+        403,
+        "AS20712, a VPN"
+    );
+    assert_eq!(status_from(&g, "/strict", "10.0.0.1"), 403, "unknown ASN");
+    // any: every kind the anonymous database lists
+    for anonymous in ["2a02:ff0::1", "216.160.83.1", "175.16.199.5", "81.2.69.142"] {
+        assert_eq!(status_from(&g, "/any", anonymous), 403, "{anonymous}");
+    }
+    assert_eq!(status_from(&g, "/any", "10.0.0.1"), 200);
+}
+
+#[test]
+fn network_databases_must_have_their_layout_and_rules_their_database() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let err = Gatehouse::try_start(&config(
+        &up,
+        &format!("geoip: {{ asn_database: \"{}\" }}", fixture("cities.mmdb")),
+        "",
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.contains("geoip.asn_database"), "{err}");
+    assert!(err.contains("GeoLite2-City database"), "{err}");
+    let err = Gatehouse::try_start(&config(
+        &up,
+        &format!(
+            "geoip: {{ database: \"{}\" }}\nsecurity: {{ geofence: {{ deny_asns: [1], deny_anonymous: [vpn, bogus] }} }}",
+            fixture("cities.mmdb")
+        ),
+        "",
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.contains("need geoip.asn_database"), "{err}");
+    assert!(err.contains("needs geoip.anonymous_database"), "{err}");
+    assert!(
+        err.contains("security.geofence.deny_anonymous[1]: unknown kind \"bogus\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn verified_bots_pass_only_from_their_own_networks() {
+    use common::{DnsMode, FakeDns};
+    use std::net::IpAddr;
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dns = FakeDns::start();
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    // verified: its reverse name is in the domain and resolves back to it
+    dns.set_ptr(ip("192.0.2.10"), &["crawl-10.googlebot.com."]);
+    dns.set_ips("crawl-10.googlebot.com.", &[ip("192.0.2.10")]);
+    dns.set_ptr(ip("2001:db8::10"), &["crawl-v6.google.com."]);
+    dns.set_ips("crawl-v6.google.com.", &[ip("2001:db8::10")]);
+    // a name outside the domains, a name that does not resolve back, no reverse name at all
+    dns.set_ptr(ip("192.0.2.11"), &["crawl.googlebot.com.evil.example."]);
+    dns.set_ips("crawl.googlebot.com.evil.example.", &[ip("192.0.2.11")]);
+    dns.set_ptr(ip("192.0.2.12"), &["liar.googlebot.com."]);
+    dns.set_ips("liar.googlebot.com.", &[ip("192.0.2.99")]);
+    let verify = |on_failure: &str| {
+        format!(
+            r#"{{ patterns: ["(?i)bot"], on_dns_failure: {on_failure}, verify_timeout: 300ms, verify: [
+        {{ name: googlebot, user_agent: "(?i)googlebot", domains: [googlebot.com, google.com] }},
+        {{ name: bingbot, user_agent: "(?i)bingbot", cidrs: [198.51.100.0/24] }} ] }}"#
+        )
+    };
+    let g = Gatehouse::start(&config(
+        &up,
+        &format!(
+            "client_ip: {{ trusted_proxies: [\"127.0.0.1/32\"] }}\ndns: {{ nameservers: [\"{}\"], timeout: 200ms }}",
+            dns.addr
+        ),
+        &format!(
+            r#"  - path: /strict
+    backend: app
+    rate_limit: {{ client_max_rate: 2, every: 1h }}
+    security: {{ bot_detector: {} }}
+  - path: /lenient
+    backend: app
+    security: {{ bot_detector: {} }}"#,
+            verify("deny"),
+            verify("allow")
+        ),
+    ));
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let bing = "Mozilla/5.0 (compatible; bingbot/2.0)";
+    let status = |path: &str, xff: &str, ua: &str| {
+        get(
+            g.addr,
+            path,
+            &[("X-Forwarded-For", xff), ("User-Agent", ua)],
+        )
+        .status
+    };
+    assert_eq!(status("/strict", "192.0.2.10", google), 200);
+    assert_eq!(status("/strict", "2001:db8::10", google), 200);
+    for liar in ["192.0.2.11", "192.0.2.12", "192.0.2.13"] {
+        let r = get(
+            g.addr,
+            "/strict",
+            &[("X-Forwarded-For", liar), ("User-Agent", google)],
+        );
+        assert_rejected(&r, "bot_detector");
+    }
+    // by address range, no DNS
+    assert_eq!(status("/strict", "198.51.100.5", bing), 200);
+    assert_eq!(status("/strict", "203.0.113.5", bing), 403);
+    // other User-Agents meet the patterns as before
+    assert_eq!(status("/strict", "192.0.2.11", "Mozilla/5.0"), 200);
+    assert_eq!(status("/strict", "192.0.2.10", "SomeBot/1.0"), 403);
+    // the DNS goes silent: a cached verdict still holds; a new address is a DNS failure,
+    // which each detector's on_dns_failure decides, within verify_timeout
+    dns.set_mode(DnsMode::Silent);
+    assert_eq!(status("/strict", "192.0.2.10", google), 200);
+    let started = std::time::Instant::now();
+    assert_eq!(status("/strict", "192.0.2.14", google), 403);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(status("/lenient", "192.0.2.14", google), 200);
+    // a verified crawler is still subject to the limits: its bucket of 2 is spent
+    let r = get(
+        g.addr,
+        "/strict",
+        &[("X-Forwarded-For", "192.0.2.10"), ("User-Agent", google)],
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+}

@@ -1,6 +1,7 @@
 //! Rate limits through the real binary: bursts, refill, per-client buckets (ip, header,
 //! param), tiers, service/endpoint/backend buckets, max_concurrent, RateLimit headers,
-//! and bucket state across reloads. Counts are asserted, never speed.
+//! bucket state across reloads, dry runs, in-flight bounds per client and per endpoint, and
+//! exemptions. Counts are asserted, never speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
@@ -318,4 +319,303 @@ fn a_bad_limit_is_a_config_error_with_its_path() {
     .err()
     .expect("refused");
     assert!(err.contains("rate_limit.store"), "{err}");
+}
+
+#[test]
+fn a_dry_run_limit_passes_counts_logs_and_lets_later_buckets_decide() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        up.addr,
+        "rate_limit: { client_max_rate: 1, every: 1h, dry_run: true }",
+        "",
+        "  - path: /{*rest}\n    backend: app\n    rate_limit: { max_rate: 3, every: 1h }",
+    ));
+    let mut c = Conn::open(g.addr).unwrap();
+    let first = c.get("/x").unwrap();
+    assert_eq!(first.status, 200);
+    // the dry-run client bucket is empty now, and says so in the headers; the request
+    // passes and takes a token from the endpoint's bucket
+    let second = c.get("/x").unwrap();
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(
+        second.header("ratelimit"),
+        Some("\"service-client\";r=0;t=3600, \"endpoint\";r=1;t=2400")
+    );
+    assert_eq!(second.header("retry-after"), None);
+    assert_eq!(c.get("/x").unwrap().status, 200);
+    // the endpoint's bucket (3) is spent: its rejection is a real one
+    let fourth = c.get("/x").unwrap();
+    assert_eq!(fourth.status, 503);
+    assert!(fourth.text().contains("endpoint_rate_limit"));
+    assert_eq!(up.count(), 3);
+    wait_metric(
+        &g,
+        "gatehouse_would_reject_total{reason=\"client_rate_limit\"}",
+        3.0,
+    );
+    assert_eq!(
+        g.metric("gatehouse_rejections_total{reason=\"client_rate_limit\"}"),
+        0.0
+    );
+    let log = g.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"GET /x")).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    assert!(!lines[0].contains("would_reject"), "{}", lines[0]);
+    assert!(
+        lines[1].ends_with("reason=- would_reject=client_rate_limit"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[3].ends_with("reason=endpoint_rate_limit would_reject=client_rate_limit"),
+        "{}",
+        lines[3]
+    );
+}
+
+/// Starts `GET path` on its own connection in a thread; returns its status when joined.
+fn in_flight(
+    addr: SocketAddr,
+    path: &'static str,
+    headers: &'static [(&str, &str)],
+) -> thread::JoinHandle<u16> {
+    thread::spawn(move || get(addr, path, headers).status)
+}
+
+#[test]
+fn client_max_concurrent_refuses_with_429_before_the_bucket() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
+    let g = Gatehouse::start(&config(
+        up.addr,
+        "",
+        "    timeouts: { read: 10s }",
+        r#"  - path: /{*rest}
+    backend: app
+    timeout: 10s
+    rate_limit: { client_max_rate: 2, every: 1h, client_max_concurrent: 1, strategy: header, key: X-Client }"#,
+    ));
+    const A: &[(&str, &str)] = &[("X-Client", "a")];
+    let slow = in_flight(g.addr, "/1", A);
+    wait_for(
+        "the first request upstream",
+        Duration::from_secs(10),
+        || (up.count() == 1).then_some(()),
+    );
+    let r = get(g.addr, "/2", A);
+    assert_eq!(r.status, 429);
+    assert!(r.text().contains("client_max_concurrent"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // another client key has its own count
+    let other = in_flight(g.addr, "/3", &[("X-Client", "b")]);
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(other.join().unwrap(), 200);
+    // the refused request took no token: the bucket of 2 still has one
+    let r = wait_for("a's slot to be free", Duration::from_secs(10), || {
+        let r = get(g.addr, "/4", A);
+        (!r.text().contains("client_max_concurrent")).then_some(r)
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(g.addr, "/5", A);
+    assert_eq!(r.status, 429);
+    assert!(r.text().contains("client_rate_limit"), "{}", r.text());
+    wait_metric(
+        &g,
+        "gatehouse_rejections_total{reason=\"client_max_concurrent\"}",
+        1.0,
+    );
+}
+
+/// A slot is given back however the request ends: an upstream error, a timeout, a client
+/// gone before the answer.
+#[test]
+fn client_slots_are_released_on_errors_timeouts_and_gone_clients() {
+    let dead = dead_addr();
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(3000)));
+    let g = Gatehouse::start(&format!(
+        r#"{SERVER}
+rate_limit: {{ client_max_concurrent: 1 }}
+backends:
+  dead: {{ discovery: {{ static: ["{dead}"] }} }}
+  slow:
+    discovery: {{ static: ["{up}"] }}
+    timeouts: {{ read: 10s }}
+endpoints:
+  - {{ path: /dead, backend: dead }}
+  - {{ path: /timeout, backend: slow, timeout: 200ms }}
+  - {{ path: /slow, backend: slow, timeout: 10s }}
+"#,
+        dead = dead.addr,
+        up = up.addr
+    ));
+    for _ in 0..3 {
+        assert_eq!(get(g.addr, "/dead", &[]).status, 502);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(g.addr, "/timeout", &[]).status, 504);
+    }
+    // a client that leaves while its request waits for the upstream
+    let before = up.count();
+    let mut c = Conn::open(g.addr).unwrap();
+    c.send_raw(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    wait_for("the request upstream", Duration::from_secs(10), || {
+        (up.count() > before).then_some(())
+    });
+    assert_eq!(get(g.addr, "/dead", &[]).status, 429, "the slot is held");
+    drop(c);
+    wait_for(
+        "the slot of the gone client",
+        Duration::from_secs(10),
+        || (get(g.addr, "/dead", &[]).status == 502).then_some(()),
+    );
+}
+
+#[test]
+fn endpoint_max_concurrent_refuses_with_503_before_the_endpoint_bucket() {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
+    let g = Gatehouse::start(&config(
+        up.addr,
+        "",
+        "    timeouts: { read: 10s }",
+        r#"  - path: /{*rest}
+    backend: app
+    timeout: 10s
+    max_concurrent: 1
+    rate_limit: { max_rate: 2, every: 1h }"#,
+    ));
+    let slow = in_flight(g.addr, "/1", &[]);
+    wait_for(
+        "the first request upstream",
+        Duration::from_secs(10),
+        || (up.count() == 1).then_some(()),
+    );
+    let r = get(g.addr, "/2", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("endpoint_max_concurrent"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(slow.join().unwrap(), 200);
+    let r = wait_for("the endpoint's slot", Duration::from_secs(10), || {
+        let r = get(g.addr, "/3", &[]);
+        (!r.text().contains("endpoint_max_concurrent")).then_some(r)
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    // the refused request took no token: the third request had the second one
+    let r = get(g.addr, "/4", &[]);
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("endpoint_rate_limit"), "{}", r.text());
+}
+
+#[test]
+fn a_websocket_holds_its_slot_until_it_closes() {
+    let upstream = common::tls::ws_echo_upstream();
+    let g = Gatehouse::start(&format!(
+        r#"{SERVER}backends:
+  app: {{ discovery: {{ static: ["{upstream}"] }} }}
+endpoints:
+  - path: /ws
+    backend: app
+    rate_limit: {{ client_max_concurrent: 1 }}
+"#
+    ));
+    let ws = || {
+        let stream = std::net::TcpStream::connect(g.addr).unwrap();
+        let url = format!("ws://{}/ws", g.addr);
+        match tungstenite::client(url.as_str(), stream) {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                Err(r.status().as_u16())
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut open = ws().expect("the first upgrade passes");
+    assert_eq!(open.read().unwrap(), tungstenite::Message::text("hello"));
+    assert_eq!(ws().err(), Some(429), "one WebSocket in flight already");
+    open.close(None).unwrap();
+    while open.read().is_ok() {}
+    drop(open);
+    let again = wait_for(
+        "the slot of the closed WebSocket",
+        Duration::from_secs(10),
+        || ws().ok(),
+    );
+    drop(again);
+}
+
+#[test]
+fn exempt_clients_skip_the_block_but_not_the_filters() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exempt.txt");
+    std::fs::write(&file, "# office\n10.0.0.0/8\n").unwrap();
+    let yaml = |file: &std::path::Path| {
+        config(
+            up.addr,
+            "rate_limit: { client_max_rate: 1, every: 1h, exempt: { cidrs: [127.0.0.0/8] } }",
+            "",
+            &format!(
+                r#"  - path: /a
+    backend: app
+  - path: /b
+    backend: app
+    rate_limit: {{ max_rate: 1, every: 1h, exempt: {{ cidrs_file: "{}" }} }}
+  - path: /c
+    backend: app
+    security: {{ ip_filter: {{ mode: deny, cidrs: [127.0.0.1] }} }}"#,
+                file.display()
+            ),
+        )
+    };
+    let g = Gatehouse::start(&yaml(&file));
+    assert_eq!(statuses(g.addr, "/a", &[], 3), [200, 200, 200]);
+    wait_metric(
+        &g,
+        "gatehouse_rate_limit_exempt_total{scope=\"service\"}",
+        3.0,
+    );
+    // the endpoint's list does not name 127.0.0.1: its bucket applies
+    assert_eq!(statuses(g.addr, "/b", &[], 2), [200, 503]);
+    assert_eq!(get(g.addr, "/c", &[]).status, 403);
+    // the list file is read again on reload; a bad line names the file and the line
+    std::fs::write(&file, "10.0.0.0/8\n127.0.0.1\n").unwrap();
+    assert!(g.reload(&yaml(&file)));
+    assert_eq!(statuses(g.addr, "/b", &[], 2), [200, 200]);
+    std::fs::write(&file, "10.0.0.0/8\nnot-an-address\n").unwrap();
+    let err = Gatehouse::try_start(&yaml(&file)).err().expect("refused");
+    let want = format!("{}:2:", file.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains("endpoints[1].rate_limit.exempt.cidrs_file"),
+        "{err}"
+    );
+}
+
+/// In Redis, the script stops at the first bucket that refuses; a dry-run block asks again
+/// for the buckets after it, so its would-be refusals take the same tokens as locally.
+#[test]
+fn a_dry_run_redis_block_goes_on_to_the_later_buckets() {
+    let redis = RedisServer::start();
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(
+        up.addr,
+        &format!(
+            "redis: {{ url: \"{}\", timeout: 1s }}\nrate_limit: {{ client_max_rate: 1, max_rate: 3, every: 1h, store: redis, on_store_failure: deny, dry_run: true }}",
+            redis.url()
+        ),
+        "",
+        "  - path: /{*rest}\n    backend: app",
+    ));
+    assert_eq!(statuses(g.addr, "/x", &[], 5), [200; 5]);
+    // the client bucket refused requests 2 to 5; the shared one (3) took requests 1 to 3
+    wait_metric(
+        &g,
+        "gatehouse_would_reject_total{reason=\"client_rate_limit\"}",
+        4.0,
+    );
+    wait_metric(
+        &g,
+        "gatehouse_would_reject_total{reason=\"service_rate_limit\"}",
+        2.0,
+    );
+    assert_eq!(up.count(), 5);
 }

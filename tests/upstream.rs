@@ -6,15 +6,8 @@
 
 mod common;
 
-use common::*;
-use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, SRV};
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use common::{DnsMode as Mode, *};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(10);
@@ -319,134 +312,6 @@ fn all_hosts_unhealthy_is_503_no_healthy_host() {
     assert_eq!(r.header("retry-after"), Some("1"));
     let again = conn.get("/x").unwrap();
     assert_eq!(again.status, 503, "the connection stays usable");
-}
-
-// ---------------------------------------------------------------------------------------
-// A small authoritative DNS server for the tests (UDP, A and SRV), built on hickory-proto.
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Answer,
-    ServFail,
-    Silent,
-}
-
-/// Answers by (lower-case absolute name, type).
-type Zone = HashMap<(String, RecordType), Vec<RData>>;
-
-struct FakeDns {
-    addr: SocketAddr,
-    records: Arc<Mutex<Zone>>,
-    mode: Arc<Mutex<Mode>>,
-    /// Queries received while not in `Answer` mode.
-    failed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeDns {
-    fn start() -> FakeDns {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let d = FakeDns {
-            addr: sock.local_addr().unwrap(),
-            records: Arc::default(),
-            mode: Arc::new(Mutex::new(Mode::Answer)),
-            failed: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (records, mode, failed, stop) = (
-            d.records.clone(),
-            d.mode.clone(),
-            d.failed.clone(),
-            d.stop.clone(),
-        );
-        thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stop.load(Ordering::Acquire) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let m = *mode.lock().unwrap();
-                if m != Mode::Answer {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-                let mut resp = Message::new();
-                resp.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(OpCode::Query)
-                    .set_authoritative(true)
-                    .set_recursion_desired(q.recursion_desired())
-                    .set_recursion_available(true);
-                match m {
-                    Mode::Silent => continue,
-                    Mode::ServFail => {
-                        resp.set_response_code(ResponseCode::ServFail);
-                    }
-                    Mode::Answer => {
-                        let recs = records.lock().unwrap();
-                        for query in q.queries() {
-                            let key = (query.name().to_ascii().to_lowercase(), query.query_type());
-                            for rdata in recs.get(&key).into_iter().flatten() {
-                                resp.add_answer(Record::from_rdata(
-                                    query.name().clone(),
-                                    0,
-                                    rdata.clone(),
-                                ));
-                            }
-                        }
-                    }
-                }
-                for query in q.queries() {
-                    resp.add_query(query.clone());
-                }
-                if let Ok(bytes) = resp.to_vec() {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        d
-    }
-
-    fn set_a(&self, name: &str, ips: &[Ipv4Addr]) {
-        self.records.lock().unwrap().insert(
-            (name.to_string(), RecordType::A),
-            ips.iter().map(|ip| RData::A(A(*ip))).collect(),
-        );
-    }
-
-    /// (priority, weight, port, target)
-    fn set_srv(&self, name: &str, recs: &[(u16, u16, u16, &str)]) {
-        self.records.lock().unwrap().insert(
-            (name.to_string(), RecordType::SRV),
-            recs.iter()
-                .map(|(p, w, port, t)| {
-                    RData::SRV(SRV::new(*p, *w, *port, Name::from_ascii(t).unwrap()))
-                })
-                .collect(),
-        );
-    }
-
-    fn set_mode(&self, m: Mode) {
-        *self.mode.lock().unwrap() = m;
-        self.failed.store(0, Ordering::SeqCst);
-    }
-
-    /// Waits until `n` queries went unanswered (or SERVFAILed) since the mode changed.
-    fn wait_failed_queries(&self, n: usize) {
-        wait_for("failed DNS lookups", LONG, || {
-            (self.failed.load(Ordering::SeqCst) >= n).then_some(())
-        });
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
 }
 
 fn dns_config(dns: SocketAddr, discovery: &str) -> String {

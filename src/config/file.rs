@@ -422,6 +422,8 @@ pub struct EndpointFile {
     /// This endpoint's rate limit, checked after the service-wide one.
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub use super::redis::{
     RedisConfig, RedisFile, RedisServers, RedisTls, DEFAULT_HEARTBEAT, DEFAULT_REDIS_TIMEOUT,
 };
 use super::ConfigError;
+use crate::filters::ip::Cidr;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,6 +62,22 @@ pub struct RateLimitFile {
     /// Client limits by plan, read from a request header.
     #[serde(default)]
     pub tiers: Option<TiersFile>,
+    #[serde(default)]
+    pub client_max_concurrent: Option<usize>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub exempt: Option<ExemptFile>,
+}
+
+/// `rate_limit.exempt`: clients the block does not limit.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptFile {
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -188,6 +205,12 @@ pub struct RateLimitConfig {
     pub on_store_failure: OnStoreFailure,
     pub headers: bool,
     pub tiers: Option<Tiers>,
+    /// In-flight requests per client key (the block's strategy), checked before its buckets.
+    pub client_max_concurrent: Option<usize>,
+    /// Decide, take tokens and count, but let the request pass.
+    pub dry_run: bool,
+    /// Client addresses the block does not limit (`exempt.cidrs` and `exempt.cidrs_file`).
+    pub exempt: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -482,10 +505,32 @@ fn rate_limit(
             levels,
         }
     });
-    let per_client = r.client_max_rate.is_some() || r.tiers.is_some();
+    let per_client =
+        r.client_max_rate.is_some() || r.tiers.is_some() || r.client_max_concurrent.is_some();
     if r.max_rate.is_none() && !per_client {
-        e.push(p, "sets no limit: give max_rate, client_max_rate or tiers");
+        e.push(
+            p,
+            "sets no limit: give max_rate, client_max_rate, client_max_concurrent or tiers",
+        );
     }
+    if r.client_max_concurrent == Some(0) {
+        e.push(format!("{p}.client_max_concurrent"), "must be >= 1");
+    }
+    let exempt = match &r.exempt {
+        None => Vec::new(),
+        Some(x) => {
+            let xp = format!("{p}.exempt");
+            let mut list = super::security::cidrs(&format!("{xp}.cidrs"), &x.cidrs, e.0);
+            if let Some(file) = &x.cidrs_file {
+                list.extend(super::security::cidrs_file(
+                    &format!("{xp}.cidrs_file"),
+                    file,
+                    e.0,
+                ));
+            }
+            list
+        }
+    };
     let strategy = match (r.strategy.as_deref(), r.key.as_deref()) {
         (None | Some("ip"), None) => Strategy::Ip,
         (None | Some("ip"), Some(_)) => {
@@ -528,7 +573,7 @@ fn rate_limit(
     if r.strategy.is_some() && !per_client {
         e.push(
             format!("{p}.strategy"),
-            "identifies clients, but no client limit is set (client_max_rate or tiers)",
+            "identifies clients, but no client limit is set (client_max_rate, client_max_concurrent or tiers)",
         );
     }
     let store = store(e, p, r.store.as_deref());
@@ -558,6 +603,9 @@ fn rate_limit(
         on_store_failure,
         headers: r.headers.unwrap_or(true),
         tiers,
+        client_max_concurrent: r.client_max_concurrent,
+        dry_run: r.dry_run.unwrap_or(false),
+        exempt,
     })
 }
 

@@ -87,6 +87,85 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// Where request spans go (`None` = no tracing).
     pub tracing: Option<tracing::TracingConfig>,
+    /// The list files the config reads (`cidrs_file`, `trusted_proxies_file`), each with the
+    /// stamp it had just before it was read: a change is seen by comparing stamps.
+    pub lists: Vec<(std::path::PathBuf, Option<FileStamp>)>,
+    /// The text the config was parsed from, to read its list files again without reading
+    /// the config file.
+    pub source: Source,
+}
+
+/// A config's YAML text. Its `Debug` gives only the size: the text may hold secrets.
+#[derive(Clone, PartialEq, Default)]
+pub struct Source(pub std::sync::Arc<str>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes of YAML>", self.0.len())
+    }
+}
+
+/// What identifies a file's content without reading it: device, inode (an atomic rename is
+/// a new inode), modification time and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    len: u64,
+}
+
+impl FileStamp {
+    /// The stamp of `path`, or `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            len: m.len(),
+        })
+    }
+}
+
+/// The list files a config file names, in a fixed order.
+fn list_files(f: &file::FileConfig) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut add = |p: Option<&String>| {
+        if let Some(p) = p {
+            out.push(std::path::PathBuf::from(p));
+        }
+    };
+    add(f
+        .client_ip
+        .as_ref()
+        .and_then(|c| c.trusted_proxies_file.as_ref()));
+    let securities = std::iter::once(f.security.as_ref())
+        .chain(f.endpoints.iter().map(|e| e.security.as_ref()))
+        .flatten();
+    for sec in securities {
+        add(sec.ip_filter.as_ref().and_then(|i| i.cidrs_file.as_ref()));
+        for v in sec.bot_detector.iter().flat_map(|b| &b.verify) {
+            add(v.cidrs_file.as_ref());
+        }
+    }
+    let limits = std::iter::once(f.rate_limit.as_ref())
+        .chain(f.endpoints.iter().map(|e| e.rate_limit.as_ref()))
+        .flatten();
+    for r in limits {
+        add(r.exempt.as_ref().and_then(|x| x.cidrs_file.as_ref()));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Config {
+    /// Whether a list file changed since the config read it.
+    pub fn lists_changed(&self) -> bool {
+        self.lists.iter().any(|(p, s)| FileStamp::of(p) != *s)
+    }
 }
 
 pub use tracing::TracingConfig;
@@ -230,6 +309,8 @@ pub struct EndpointConfig {
     pub security: security::SecurityConfig,
     /// The endpoint's own `rate_limit` block, checked after the service-wide one.
     pub rate_limit: Option<limits::RateLimitConfig>,
+    /// Requests in flight on this endpoint, checked before its `rate_limit` buckets.
+    pub max_concurrent: Option<usize>,
 }
 
 /// Names of the `{param}` / `{*rest}` placeholders in a path pattern.
@@ -274,7 +355,17 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         };
         ConfigError::new(if path == "." { String::new() } else { path }, msg)
     })?;
-    validate::validate(&file)
+    let lists = list_files(&file)
+        .into_iter()
+        .map(|p| {
+            let stamp = FileStamp::of(&p);
+            (p, stamp)
+        })
+        .collect();
+    let mut cfg = validate::validate(&file)?;
+    cfg.lists = lists;
+    cfg.source = Source(std::sync::Arc::from(text));
+    Ok(cfg)
 }
 
 /// Reads and validates a config file.

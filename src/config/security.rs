@@ -3,7 +3,10 @@
 //! `file.rs`/`validate.rs` only hook them in.
 
 use super::ConfigError;
-use crate::filters::bot::{check_pattern, BotConfig, DEFAULT_CACHE_SIZE};
+use crate::filters::bot::{
+    check_pattern, BotConfig, VerifiedBot, VerifyConfig, DEFAULT_CACHE_SIZE,
+    DEFAULT_VERIFY_TIMEOUT, DEFAULT_VERIFY_TTL,
+};
 use crate::filters::geo::{CityRef, GeofenceConfig};
 use crate::filters::ip::{Cidr, Mode};
 use serde::Deserialize;
@@ -20,15 +23,26 @@ pub struct ClientIpFile {
     /// Headers holding the client address, tried in order (default [X-Forwarded-For, X-Real-
     /// IP]).
     #[serde(default)]
+    pub trusted_proxies_file: Option<String>,
+    #[serde(default)]
     pub headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeoipFile {
-    /// Path of a MaxMind DB (GeoIP2/GeoLite2 Country or City).
-    pub database: String,
-    /// Add X-Geo-Country, X-Geo-Region and X-Geo-City to upstream requests (default false).
+    /// Path of a MaxMind DB (GeoIP2/GeoLite2 Country or City) for geofence countries, regions
+    /// and cities (optional when asn_database or anonymous_database is set).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Path of a GeoLite2-ASN database, for allow_asns/deny_asns and X-Geo-ASN.
+    #[serde(default)]
+    pub asn_database: Option<String>,
+    /// Path of a GeoIP2-Anonymous-IP database, for deny_anonymous.
+    #[serde(default)]
+    pub anonymous_database: Option<String>,
+    /// Add X-Geo-Country, X-Geo-Region, X-Geo-City (and X-Geo-ASN) to upstream requests
+    /// (default false).
     #[serde(default)]
     pub forward: Option<bool>,
 }
@@ -54,7 +68,12 @@ pub struct IpFilterFile {
     #[schemars(extend("enum" = ["allow", "deny", null]))]
     pub mode: String,
     /// IPv4/IPv6 CIDRs or bare IPs.
+    #[serde(default)]
     pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -82,6 +101,14 @@ pub struct GeofenceFile {
     #[serde(default)]
     #[schemars(extend("enum" = ["allow", "deny", null]))]
     pub unknown: Option<String>,
+    #[serde(default)]
+    pub allow_asns: Vec<u32>,
+    #[serde(default)]
+    pub deny_asns: Vec<u32>,
+    #[serde(default)]
+    pub deny_anonymous: Vec<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -102,6 +129,30 @@ pub struct BotDetectorFile {
     /// Verdicts cached per User-Agent (default 10000; 0 = off).
     #[serde(default)]
     pub cache_size: Option<usize>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub verify: Vec<VerifyFile>,
+    #[serde(default)]
+    pub on_dns_failure: Option<String>,
+    #[serde(default)]
+    pub verify_cache_ttl: Option<super::file::Dur>,
+    #[serde(default)]
+    pub verify_timeout: Option<super::file::Dur>,
+}
+
+/// One `bot_detector.verify` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFile {
+    pub name: String,
+    pub user_agent: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    #[serde(default)]
+    pub cidrs_file: Option<String>,
 }
 
 // ---- typed config ------------------------------------------------------------------------
@@ -126,14 +177,39 @@ impl Default for ClientIpConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeoipConfig {
-    pub database: PathBuf,
+    /// Country or City layout: the location rules of a geofence.
+    pub database: Option<PathBuf>,
+    /// GeoLite2-ASN layout: `allow_asns`, `deny_asns`, `X-Geo-ASN`.
+    pub asn_database: Option<PathBuf>,
+    /// GeoIP2-Anonymous-IP layout: `deny_anonymous`.
+    pub anonymous_database: Option<PathBuf>,
     pub forward: bool,
+}
+
+/// Which GeoIP databases a config has, for the validation of its geofences.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GeoDbs {
+    pub location: bool,
+    pub asn: bool,
+    pub anonymous: bool,
+}
+
+impl GeoDbs {
+    pub fn of(g: Option<&GeoipConfig>) -> GeoDbs {
+        GeoDbs {
+            location: g.is_some_and(|g| g.database.is_some()),
+            asn: g.is_some_and(|g| g.asn_database.is_some()),
+            anonymous: g.is_some_and(|g| g.anonymous_database.is_some()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpFilterConfig {
     pub mode: Mode,
     pub cidrs: Vec<Cidr>,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 /// One `security` block (service-wide or an endpoint's).
@@ -160,7 +236,10 @@ pub fn client_ip(f: Option<&ClientIpFile>, errs: &mut Vec<ConfigError>) -> Clien
     let Some(f) = f else {
         return ClientIpConfig::default();
     };
-    let trusted_proxies = cidrs("client_ip.trusted_proxies", &f.trusted_proxies, errs);
+    let mut trusted_proxies = cidrs("client_ip.trusted_proxies", &f.trusted_proxies, errs);
+    if let Some(file) = &f.trusted_proxies_file {
+        trusted_proxies.extend(cidrs_file("client_ip.trusted_proxies_file", file, errs));
+    }
     let headers = match &f.headers {
         None => ClientIpConfig::default().headers,
         Some(list) => list
@@ -187,11 +266,27 @@ pub fn client_ip(f: Option<&ClientIpFile>, errs: &mut Vec<ConfigError>) -> Clien
 
 pub fn geoip(f: Option<&GeoipFile>, errs: &mut Vec<ConfigError>) -> Option<GeoipConfig> {
     let f = f?;
-    if f.database.trim().is_empty() {
-        err(errs, "geoip.database".into(), "must name a .mmdb file");
+    let mut file = |key: &str, v: &Option<String>| {
+        let v = v.as_ref()?;
+        if v.trim().is_empty() {
+            err(errs, format!("geoip.{key}"), "must name a .mmdb file");
+        }
+        Some(PathBuf::from(v))
+    };
+    let database = file("database", &f.database);
+    let asn_database = file("asn_database", &f.asn_database);
+    let anonymous_database = file("anonymous_database", &f.anonymous_database);
+    if f.database.is_none() && f.asn_database.is_none() && f.anonymous_database.is_none() {
+        err(
+            errs,
+            "geoip.database".into(),
+            "must name a .mmdb file (or give asn_database or anonymous_database)",
+        );
     }
     Some(GeoipConfig {
-        database: PathBuf::from(&f.database),
+        database,
+        asn_database,
+        anonymous_database,
         forward: f.forward.unwrap_or(false),
     })
 }
@@ -209,12 +304,25 @@ pub(crate) fn cidrs(path: &str, list: &[String], errs: &mut Vec<ConfigError>) ->
         .collect()
 }
 
+/// Reads a list file at YAML path `path`: one CIDR or address per line; blank lines and `#`
+/// comments (whole-line or trailing) are skipped. A bad line is an error naming the file and
+/// the line.
+pub(crate) fn cidrs_file(path: &str, file: &str, errs: &mut Vec<ConfigError>) -> Vec<Cidr> {
+    match crate::filters::ip::read_list(std::path::Path::new(file)) {
+        Ok(list) => list,
+        Err(m) => {
+            err(errs, path.to_string(), m);
+            Vec::new()
+        }
+    }
+}
+
 /// Validates a `security` block found at `path` (`security` or `endpoints[2].security`).
-/// `has_geoip` says whether `geoip.database` is configured.
+/// `dbs` says which GeoIP databases are configured.
 pub fn security(
     path: &str,
     f: Option<&SecurityFile>,
-    has_geoip: bool,
+    dbs: GeoDbs,
     errs: &mut Vec<ConfigError>,
 ) -> SecurityConfig {
     let Some(f) = f else {
@@ -234,15 +342,24 @@ pub fn security(
                 Mode::Deny
             }
         };
+        let mut list = cidrs(&format!("{p}.cidrs"), &ipf.cidrs, errs);
+        match &ipf.cidrs_file {
+            Some(file) => list.extend(cidrs_file(&format!("{p}.cidrs_file"), file, errs)),
+            None if ipf.cidrs.is_empty() => {
+                err(errs, format!("{p}.cidrs"), "needs cidrs or cidrs_file");
+            }
+            None => {}
+        }
         IpFilterConfig {
             mode,
-            cidrs: cidrs(&format!("{p}.cidrs"), &ipf.cidrs, errs),
+            cidrs: list,
+            dry_run: ipf.dry_run.unwrap_or(false),
         }
     });
     let geofence = f
         .geofence
         .as_ref()
-        .map(|g| geofence(&format!("{path}.geofence"), g, has_geoip, errs));
+        .map(|g| geofence(&format!("{path}.geofence"), g, dbs, errs));
     let bot_detector = f
         .bot_detector
         .as_ref()
@@ -319,18 +436,49 @@ fn cities(path: &str, list: &[String], errs: &mut Vec<ConfigError>) -> Vec<CityR
         .collect()
 }
 
-fn geofence(
-    p: &str,
-    g: &GeofenceFile,
-    has_geoip: bool,
-    errs: &mut Vec<ConfigError>,
-) -> GeofenceConfig {
-    if !has_geoip {
+fn geofence(p: &str, g: &GeofenceFile, dbs: GeoDbs, errs: &mut Vec<ConfigError>) -> GeofenceConfig {
+    let location_rules = !(g.allow_countries.is_empty()
+        && g.deny_countries.is_empty()
+        && g.allow_regions.is_empty()
+        && g.deny_regions.is_empty()
+        && g.allow_cities.is_empty()
+        && g.deny_cities.is_empty());
+    let asn_rules = !(g.allow_asns.is_empty() && g.deny_asns.is_empty());
+    let anonymous_rules = !g.deny_anonymous.is_empty();
+    // A geofence of location rules (or of none at all) needs the location database.
+    if (location_rules || !(asn_rules || anonymous_rules)) && !dbs.location {
         err(
             errs,
             p.to_string(),
             "needs a GeoIP database: set geoip.database (a MaxMind .mmdb file)",
         );
+    }
+    if asn_rules && !dbs.asn {
+        err(
+            errs,
+            p.to_string(),
+            "allow_asns and deny_asns need geoip.asn_database (a GeoLite2-ASN .mmdb file)",
+        );
+    }
+    if anonymous_rules && !dbs.anonymous {
+        err(
+            errs,
+            p.to_string(),
+            "deny_anonymous needs geoip.anonymous_database (a GeoIP2-Anonymous-IP .mmdb file)",
+        );
+    }
+    let mut deny_anonymous = 0u8;
+    for (i, kind) in g.deny_anonymous.iter().enumerate() {
+        match crate::filters::geo::anonymous_kind(kind) {
+            Some(bit) => deny_anonymous |= bit,
+            None => err(
+                errs,
+                format!("{p}.deny_anonymous[{i}]"),
+                format!(
+                    "unknown kind {kind:?} (expected vpn, tor, hosting, public_proxy, residential_proxy or any)"
+                ),
+            ),
+        }
     }
     let unknown_allows = match g.unknown.as_deref() {
         None | Some("allow") => true,
@@ -352,6 +500,10 @@ fn geofence(
         allow_cities: cities(&format!("{p}.allow_cities"), &g.allow_cities, errs),
         deny_cities: cities(&format!("{p}.deny_cities"), &g.deny_cities, errs),
         unknown_allows,
+        allow_asns: g.allow_asns.clone(),
+        deny_asns: g.deny_asns.clone(),
+        deny_anonymous,
+        dry_run: g.dry_run.unwrap_or(false),
     }
 }
 
@@ -376,12 +528,82 @@ fn bot(p: &str, b: &BotDetectorFile, errs: &mut Vec<ConfigError>) -> BotConfig {
             }
         }
     }
+    let mut bots = Vec::with_capacity(b.verify.len());
+    for (i, v) in b.verify.iter().enumerate() {
+        let vp = format!("{p}.verify[{i}]");
+        if v.name.trim().is_empty() {
+            err(errs, format!("{vp}.name"), "must name the crawler");
+        }
+        if let Err(m) = check_pattern(&v.user_agent) {
+            err(
+                errs,
+                format!("{vp}.user_agent"),
+                format!("invalid regex {:?}: {m}", v.user_agent),
+            );
+        }
+        let mut list = cidrs(&format!("{vp}.cidrs"), &v.cidrs, errs);
+        if let Some(file) = &v.cidrs_file {
+            list.extend(cidrs_file(&format!("{vp}.cidrs_file"), file, errs));
+        }
+        let domains: Vec<String> = v
+            .domains
+            .iter()
+            .map(|d| d.trim().trim_matches('.').to_ascii_lowercase())
+            .collect();
+        for (j, d) in domains.iter().enumerate() {
+            if d.is_empty() || !d.contains('.') {
+                err(
+                    errs,
+                    format!("{vp}.domains[{j}]"),
+                    format!("{:?} is not a domain (e.g. googlebot.com)", v.domains[j]),
+                );
+            }
+        }
+        if domains.is_empty() && v.cidrs.is_empty() && v.cidrs_file.is_none() {
+            err(errs, vp.clone(), "needs domains, cidrs or cidrs_file");
+        }
+        bots.push(VerifiedBot {
+            name: v.name.clone(),
+            user_agent: v.user_agent.clone(),
+            domains,
+            cidrs: list,
+        });
+    }
+    let dns_failure_allows = match b.on_dns_failure.as_deref() {
+        None | Some("deny") => false,
+        Some("allow") => true,
+        Some(other) => {
+            err(
+                errs,
+                format!("{p}.on_dns_failure"),
+                format!("unknown value {other:?} (expected allow or deny)"),
+            );
+            false
+        }
+    };
+    let timeout = b
+        .verify_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+    if timeout.is_zero() {
+        err(errs, format!("{p}.verify_timeout"), "must be > 0");
+    }
     BotConfig {
+        verify: VerifyConfig {
+            bots,
+            dns_failure_allows,
+            ttl: b
+                .verify_cache_ttl
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_VERIFY_TTL),
+            timeout,
+        },
         allow: b.allow.clone(),
         deny: b.deny.clone(),
         patterns: b.patterns.clone(),
         empty_user_agent_is_bot: b.empty_user_agent_is_bot.unwrap_or(false),
         cache_size: b.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+        dry_run: b.dry_run.unwrap_or(false),
     }
 }
 
@@ -457,6 +679,31 @@ client_ip: { trusted_proxies: ["x"], headers: ["bad header"] }
             "security.bot_detector.deny[0]:",
             "client_ip.trusted_proxies[0]:",
             "client_ip.headers[0]:",
+        ];
+        for w in want {
+            assert!(
+                e.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {e:#?}"
+            );
+        }
+        let e = errors(
+            r#"
+security:
+  bot_detector:
+    on_dns_failure: maybe
+    verify_timeout: 0s
+    verify:
+      - { name: "", user_agent: "(x", domains: [com] }
+      - { name: b, user_agent: b }
+"#,
+        );
+        let want = [
+            "security.bot_detector.verify[0].name:",
+            "security.bot_detector.verify[0].user_agent: invalid regex",
+            "security.bot_detector.verify[0].domains[0]: \"com\" is not a domain",
+            "security.bot_detector.verify[1]: needs domains, cidrs or cidrs_file",
+            "security.bot_detector.on_dns_failure: unknown value",
+            "security.bot_detector.verify_timeout: must be > 0",
         ];
         for w in want {
             assert!(

@@ -225,8 +225,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
     // request filters (security.rs)
     let client_ip = super::security::client_ip(f.client_ip.as_ref(), &mut e.0);
     let geoip = super::security::geoip(f.geoip.as_ref(), &mut e.0);
-    let security =
-        super::security::security("security", f.security.as_ref(), geoip.is_some(), &mut e.0);
+    let dbs = super::security::GeoDbs::of(geoip.as_ref());
+    let security = super::security::security("security", f.security.as_ref(), dbs, &mut e.0);
 
     // endpoints
     let mut endpoints = Vec::with_capacity(f.endpoints.len());
@@ -279,10 +279,17 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security: super::security::security(
                 &format!("{p}.security"),
                 ep.security.as_ref(),
-                geoip.is_some(),
+                dbs,
                 &mut e.0,
             ),
             rate_limit: None,
+            max_concurrent: match ep.max_concurrent {
+                Some(0) => {
+                    e.push(format!("{p}.max_concurrent"), "must be >= 1");
+                    None
+                }
+                other => other,
+            },
         });
     }
 
@@ -308,6 +315,8 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             limits,
             dns,
             tracing,
+            lists: Vec::new(),
+            source: Default::default(),
         })
     } else {
         Err(ConfigErrors(e.0))

@@ -7,8 +7,11 @@
 //! User-Agents longer than `MAX_CACHED_UA` bytes are evaluated every time and never cached,
 //! so the cache's memory stays bounded by `cache_size * MAX_CACHED_UA`.
 
+use super::ip::{Cidr, CidrSet};
 use regex::bytes::{RegexSet, RegexSetBuilder};
 use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// Longest User-Agent kept in the verdict cache.
 pub const MAX_CACHED_UA: usize = 512;
@@ -25,9 +28,56 @@ pub struct BotConfig {
     pub patterns: Vec<String>,
     pub empty_user_agent_is_bot: bool,
     pub cache_size: usize,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
+    /// Crawlers whose User-Agent is believed only from their own networks.
+    pub verify: VerifyConfig,
 }
 
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_VERIFY_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `bot_detector.verify` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyConfig {
+    pub bots: Vec<VerifiedBot>,
+    /// A DNS failure (error or timeout) admits the request (`on_dns_failure: allow`).
+    pub dns_failure_allows: bool,
+    /// How long a verdict is kept per address.
+    pub ttl: Duration,
+    /// Bound on one verification (the reverse lookup and the forward ones).
+    pub timeout: Duration,
+}
+
+/// One crawler: requests whose User-Agent matches `user_agent` pass as it only from an
+/// address in `cidrs`, or one whose reverse name ends in one of `domains` and resolves back
+/// to the address (forward-confirmed reverse DNS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBot {
+    pub name: String,
+    pub user_agent: String,
+    /// Lower-case, without a trailing dot.
+    pub domains: Vec<String>,
+    pub cidrs: Vec<Cidr>,
+}
+
+/// Whether `name` (a reverse name, maybe with a trailing dot) is `domain` or under it.
+pub fn in_domain(name: &str, domain: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.len() >= domain.len()
+        && name[name.len() - domain.len()..].eq_ignore_ascii_case(domain)
+        && (name.len() == domain.len() || name.as_bytes()[name.len() - domain.len() - 1] == b'.')
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Verified,
+    Refused,
+    /// The DNS failed or took too long: `on_dns_failure` decides.
+    DnsFailure,
+}
 
 pub struct BotDetector {
     pub cfg: BotConfig,
@@ -35,6 +85,11 @@ pub struct BotDetector {
     deny: HashSet<Box<[u8]>>,
     patterns: Option<RegexSet>,
     cache: Option<quick_cache::sync::Cache<Box<[u8]>, bool>>,
+    /// The `user_agent` of each `verify` entry.
+    verify_ua: Option<RegexSet>,
+    verify_cidrs: Vec<CidrSet>,
+    /// Verdicts per (address, entry), with when they were made.
+    verdicts: quick_cache::sync::Cache<(IpAddr, usize), (bool, Instant)>,
 }
 
 impl std::fmt::Debug for BotDetector {
@@ -97,13 +152,73 @@ impl BotDetector {
             }
         };
         let cache = (cfg.cache_size > 0).then(|| quick_cache::sync::Cache::new(cfg.cache_size));
+        let bots = &cfg.verify.bots;
+        let verify_ua = if bots.is_empty() {
+            None
+        } else {
+            let set = builder(bots.iter().map(|b| b.user_agent.as_str())).build();
+            Some(set.map_err(|e| ("verify".to_string(), first_line_error(&e.to_string())))?)
+        };
         Ok(BotDetector {
+            verify_ua,
+            verify_cidrs: bots.iter().map(|b| CidrSet::new(&b.cidrs)).collect(),
+            verdicts: quick_cache::sync::Cache::new(cfg.cache_size.max(1)),
             allow: cfg.allow.iter().map(|s| s.as_bytes().into()).collect(),
             deny: cfg.deny.iter().map(|s| s.as_bytes().into()).collect(),
             patterns,
             cache,
             cfg,
         })
+    }
+
+    /// The `verify` entry whose `user_agent` matches, if any (the first one).
+    #[inline]
+    pub fn verify_entry(&self, ua: Option<&[u8]>) -> Option<usize> {
+        let set = self.verify_ua.as_ref()?;
+        set.matches(ua?).iter().next()
+    }
+
+    /// The verdict on `ip` as entry `i` that needs no DNS: an address of the entry's
+    /// `cidrs`, an entry without domains, or a cached verdict. `None` = ask the DNS.
+    pub fn quick_verdict(&self, i: usize, ip: IpAddr) -> Option<bool> {
+        if self.verify_cidrs.get(i).is_some_and(|c| c.contains(ip)) {
+            return Some(true);
+        }
+        let bot = self.cfg.verify.bots.get(i)?;
+        if bot.domains.is_empty() {
+            return Some(false);
+        }
+        match self.verdicts.get(&(ip, i)) {
+            Some((v, at)) if at.elapsed() < self.cfg.verify.ttl => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Verifies `ip` as entry `i` by forward-confirmed reverse DNS, within the timeout, and
+    /// caches the verdict (not a DNS failure). True when the request passes as that bot.
+    pub async fn verify(
+        &self,
+        i: usize,
+        ip: IpAddr,
+        resolver: Option<&crate::upstream::discovery::Resolver>,
+    ) -> bool {
+        let v = match (resolver, self.cfg.verify.bots.get(i)) {
+            (Some(r), Some(bot)) => {
+                match tokio::time::timeout(self.cfg.verify.timeout, fcrdns(r, bot, ip)).await {
+                    Ok(v) => v,
+                    Err(_) => Verdict::DnsFailure,
+                }
+            }
+            _ => Verdict::DnsFailure,
+        };
+        match v {
+            Verdict::Verified | Verdict::Refused => {
+                let ok = v == Verdict::Verified;
+                self.verdicts.insert((ip, i), (ok, Instant::now()));
+                ok
+            }
+            Verdict::DnsFailure => self.cfg.verify.dns_failure_allows,
+        }
     }
 
     /// True when the request with this User-Agent (None = header absent) is a bot. The
@@ -178,6 +293,42 @@ pub fn sample_patterns(n: usize) -> Vec<String> {
     out
 }
 
+/// The reverse names of `ip`, then, for each in one of the bot's domains, its addresses: the
+/// bot is verified when one of them is `ip`.
+async fn fcrdns(
+    r: &crate::upstream::discovery::Resolver,
+    bot: &VerifiedBot,
+    ip: IpAddr,
+) -> Verdict {
+    let ip = super::ip::canonical(ip);
+    let names = match r.reverse_lookup(ip).await {
+        Ok(names) => names,
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Verdict::Refused,
+        Err(_) => return Verdict::DnsFailure,
+    };
+    let mut failed = false;
+    for ptr in names.iter() {
+        let name = ptr.0.to_ascii();
+        if !bot.domains.iter().any(|d| in_domain(&name, d)) {
+            continue;
+        }
+        match r.lookup_ip(ptr.0.clone()).await {
+            Ok(ips) => {
+                if ips.iter().any(|a| super::ip::canonical(a) == ip) {
+                    return Verdict::Verified;
+                }
+            }
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {}
+            Err(_) => failed = true,
+        }
+    }
+    if failed {
+        Verdict::DnsFailure
+    } else {
+        Verdict::Refused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +344,8 @@ mod tests {
             patterns: patterns.iter().map(|s| s.to_string()).collect(),
             empty_user_agent_is_bot: true,
             cache_size: 100,
+            dry_run: false,
+            verify: Default::default(),
         }
     }
 

@@ -154,6 +154,48 @@ impl GeoDb {
         })
     }
 
+    /// The autonomous system of an address (GeoLite2-ASN layout): number and organization.
+    #[inline]
+    pub fn lookup_asn(&self, ip: IpAddr) -> Option<(u32, Option<&str>)> {
+        let ip = super::ip::canonical(ip);
+        let rec: AsnRec<'_> = self.reader.lookup(ip).ok()?.decode().ok()??;
+        Some((
+            rec.autonomous_system_number?,
+            rec.autonomous_system_organization,
+        ))
+    }
+
+    /// The anonymous-network kinds of an address (GeoIP2-Anonymous-IP layout), as the bits
+    /// of `anonymous_kind`; 0 when the database does not list it.
+    #[inline]
+    pub fn lookup_anonymous(&self, ip: IpAddr) -> u8 {
+        let ip = super::ip::canonical(ip);
+        let Some(rec) = self
+            .reader
+            .lookup(ip)
+            .ok()
+            .and_then(|r| r.decode::<AnonRec>().ok().flatten())
+        else {
+            return 0;
+        };
+        let mut bits = 0;
+        for (on, bit) in [
+            (rec.is_anonymous_vpn, ANON_VPN),
+            (rec.is_tor_exit_node, ANON_TOR),
+            (rec.is_hosting_provider, ANON_HOSTING),
+            (rec.is_public_proxy, ANON_PUBLIC_PROXY),
+            (rec.is_residential_proxy, ANON_RESIDENTIAL_PROXY),
+        ] {
+            if on {
+                bits |= bit | ANON_ANY;
+            }
+        }
+        if rec.is_anonymous {
+            bits |= ANON_ANY;
+        }
+        bits
+    }
+
     /// Looks an address up; `None` when the database does not know it (or knows no country).
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> Option<Geo<'_>> {
@@ -175,6 +217,25 @@ impl GeoDb {
             city_id,
         })
     }
+}
+
+#[derive(Deserialize)]
+struct AsnRec<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AnonRec {
+    is_anonymous: bool,
+    is_anonymous_vpn: bool,
+    is_tor_exit_node: bool,
+    is_hosting_provider: bool,
+    is_public_proxy: bool,
+    is_residential_proxy: bool,
 }
 
 /// A city in `allow_cities`/`deny_cities`: a GeoNames id or an English name.
@@ -211,9 +272,26 @@ pub struct GeofenceConfig {
     pub deny_cities: Vec<CityRef>,
     /// Decision for addresses the database does not know: true = allow.
     pub unknown_allows: bool,
+    /// Autonomous systems (numbers) from the ASN database.
+    pub allow_asns: Vec<u32>,
+    pub deny_asns: Vec<u32>,
+    /// The kinds of anonymous network refused (bits of `anonymous_kind`).
+    pub deny_anonymous: u8,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 impl GeofenceConfig {
+    /// Whether it has rules on the location (countries, regions, cities).
+    pub fn has_location_rules(&self) -> bool {
+        !self.allow_countries.is_empty() || !self.deny_countries.is_empty() || self.uses_city_data()
+    }
+
+    /// Whether it has ASN or anonymous-network rules.
+    pub fn has_network_rules(&self) -> bool {
+        !(self.allow_asns.is_empty() && self.deny_asns.is_empty()) || self.deny_anonymous != 0
+    }
+
     pub fn uses_city_data(&self) -> bool {
         !(self.allow_regions.is_empty()
             && self.deny_regions.is_empty()
@@ -250,11 +328,60 @@ fn country_in(list: &[String], g: &Geo<'_>) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Geofence {
     pub cfg: GeofenceConfig,
+    /// The location is looked up: the geofence has location rules, or no network rule (a
+    /// geofence of `unknown` alone decides on the location database).
+    pub location: bool,
+    /// The ASN and anonymous-network databases are looked up.
+    pub network: bool,
+}
+
+/// Kinds of anonymous network in `deny_anonymous`, as bits.
+pub const ANON_VPN: u8 = 1;
+pub const ANON_TOR: u8 = 2;
+pub const ANON_HOSTING: u8 = 4;
+pub const ANON_PUBLIC_PROXY: u8 = 8;
+pub const ANON_RESIDENTIAL_PROXY: u8 = 16;
+/// `is_anonymous`: any of the kinds the database knows.
+pub const ANON_ANY: u8 = 32;
+
+/// The bit of a `deny_anonymous` entry.
+pub fn anonymous_kind(s: &str) -> Option<u8> {
+    Some(match s {
+        "vpn" => ANON_VPN,
+        "tor" => ANON_TOR,
+        "hosting" => ANON_HOSTING,
+        "public_proxy" => ANON_PUBLIC_PROXY,
+        "residential_proxy" => ANON_RESIDENTIAL_PROXY,
+        "any" => ANON_ANY,
+        _ => return None,
+    })
 }
 
 impl Geofence {
     pub fn new(cfg: GeofenceConfig) -> Geofence {
-        Geofence { cfg }
+        let network = cfg.has_network_rules();
+        Geofence {
+            location: cfg.has_location_rules() || !network,
+            network,
+            cfg,
+        }
+    }
+
+    /// True when a client in autonomous system `asn` (None = unknown to the ASN database),
+    /// on a network of the anonymous kinds `anonymous` (bits; 0 = none known), may pass. A
+    /// denied ASN or kind rejects; with `allow_asns`, the ASN must be listed (an unknown one
+    /// is decided by `unknown`).
+    pub fn allows_network(&self, asn: Option<u32>, anonymous: u8) -> bool {
+        let c = &self.cfg;
+        if anonymous & c.deny_anonymous != 0 {
+            return false;
+        }
+        match asn {
+            Some(a) => {
+                !c.deny_asns.contains(&a) && (c.allow_asns.is_empty() || c.allow_asns.contains(&a))
+            }
+            None => c.allow_asns.is_empty() || c.unknown_allows,
+        }
     }
 
     /// True when a client at `geo` (None = unknown to the database) may pass.
@@ -381,5 +508,54 @@ mod tests {
         assert!(!regions.allows(Some(&geo("US", Some("WA"), None, 1))));
         // CA is also Canada's code: the country part must match.
         assert!(!regions.allows(Some(&geo("CA", Some("CA"), None, 1))));
+    }
+
+    #[test]
+    fn asn_and_anonymous_lookups_and_decisions() {
+        let asn = GeoDb::open(&fixture("asn.mmdb")).unwrap();
+        let anon = GeoDb::open(&fixture("anonymous.mmdb")).unwrap();
+        assert_eq!(
+            asn.lookup_asn(ip("81.2.69.142")),
+            Some((20712, Some("Andrews & Arnold Ltd")))
+        );
+        assert_eq!(
+            asn.lookup_asn(ip("::ffff:1.128.0.1")).map(|a| a.0),
+            Some(1221)
+        );
+        assert_eq!(asn.lookup_asn(ip("10.0.0.1")), None);
+        assert_eq!(
+            anon.lookup_anonymous(ip("89.160.20.1")),
+            ANON_TOR | ANON_ANY
+        );
+        assert_eq!(
+            anon.lookup_anonymous(ip("2a02:ff0::1")),
+            ANON_RESIDENTIAL_PROXY | ANON_ANY
+        );
+        assert_eq!(anon.lookup_anonymous(ip("10.0.0.1")), 0);
+
+        let fence = Geofence::new(GeofenceConfig {
+            allow_asns: vec![209],
+            deny_asns: vec![209],
+            deny_anonymous: ANON_VPN,
+            unknown_allows: false,
+            ..Default::default()
+        });
+        assert!(fence.network && !fence.location, "no location rule");
+        assert!(!fence.allows_network(Some(209), 0), "a deny wins");
+        let fence = Geofence::new(GeofenceConfig {
+            allow_asns: vec![209],
+            deny_anonymous: ANON_VPN,
+            unknown_allows: true,
+            ..Default::default()
+        });
+        assert!(fence.allows_network(Some(209), ANON_HOSTING | ANON_ANY));
+        assert!(!fence.allows_network(Some(209), ANON_VPN | ANON_ANY));
+        assert!(!fence.allows_network(Some(1), 0));
+        assert!(
+            fence.allows_network(None, 0),
+            "unknown: allow (the default)"
+        );
+        let plain = Geofence::new(GeofenceConfig::default());
+        assert!(plain.location && !plain.network);
     }
 }

@@ -248,6 +248,8 @@ pub enum Mode {
 pub struct IpFilter {
     pub mode: Mode,
     pub set: CidrSet,
+    /// Decide and count, but let the request pass.
+    pub dry_run: bool,
 }
 
 impl IpFilter {
@@ -255,6 +257,7 @@ impl IpFilter {
         IpFilter {
             mode,
             set: CidrSet::new(cidrs),
+            dry_run: false,
         }
     }
 
@@ -267,6 +270,31 @@ impl IpFilter {
             Mode::Deny => !listed,
         }
     }
+}
+
+/// Parses a list: one CIDR or address per line; blank lines and `#` comments (a whole line or
+/// the end of one) are skipped. `name` names the list in errors (`file:line: ...`).
+pub fn parse_list(name: &str, text: &str) -> Result<Vec<Cidr>, String> {
+    let mut out = Vec::with_capacity(text.len() / 16);
+    for (i, line) in text.lines().enumerate() {
+        let line = match line.find('#') {
+            Some(h) => &line[..h],
+            None => line,
+        }
+        .trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(Cidr::parse(line).map_err(|m| format!("{name}:{}: {m}", i + 1))?);
+    }
+    Ok(out)
+}
+
+/// Reads and parses a list file (see `parse_list`).
+pub fn read_list(path: &std::path::Path) -> Result<Vec<Cidr>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_list(&path.display().to_string(), &text)
 }
 
 #[cfg(test)]

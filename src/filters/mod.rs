@@ -11,7 +11,7 @@ pub mod ip;
 
 use crate::config::security::SecurityConfig;
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::reject::{Reason, Reject};
+use crate::reject::{Reason, Reject, WouldReject};
 use bot::BotDetector;
 use client_ip::ClientIpResolver;
 use geo::{FileStamp, Geo, GeoDb, Geofence};
@@ -27,6 +27,23 @@ pub struct Subject<'a> {
     pub user_agent: Option<&'a [u8]>,
     db: Option<&'a GeoDb>,
     geo: Option<Option<Geo<'a>>>,
+    /// The ASN and anonymous-network databases, looked up at most once each.
+    networks: Option<&'a Networks>,
+    asn: Option<Option<u32>>,
+    anonymous: Option<u8>,
+    /// A bot detector whose `verify` entry (the index) the User-Agent matched, and whose
+    /// verdict on the address needs the DNS: `verify_bot` asks it.
+    pending: Option<(Arc<BotDetector>, usize)>,
+    /// What the `dry_run` filters would have refused.
+    pub would_reject: WouldReject,
+}
+
+/// The GeoIP databases of network rules: ASN (GeoLite2-ASN) and anonymous networks
+/// (GeoIP2-Anonymous-IP).
+#[derive(Debug, Default)]
+pub struct Networks {
+    pub asn: Option<Arc<GeoDb>>,
+    pub anonymous: Option<Arc<GeoDb>>,
 }
 
 impl<'a> Subject<'a> {
@@ -36,7 +53,76 @@ impl<'a> Subject<'a> {
             user_agent,
             db,
             geo: None,
+            networks: None,
+            asn: None,
+            anonymous: None,
+            pending: None,
+            would_reject: WouldReject::default(),
         }
+    }
+
+    /// After a chain's check: verifies the crawler it left pending (forward-confirmed
+    /// reverse DNS, bounded in time, cached per address). A crawler that is not verified is
+    /// refused as a bot.
+    pub async fn verify_bot(
+        &mut self,
+        resolver: Option<&crate::upstream::discovery::Resolver>,
+    ) -> Result<(), Reject> {
+        let Some((bot, i)) = self.pending.take() else {
+            return Ok(());
+        };
+        let ok = match self.ip {
+            Some(ip) => bot.verify(i, ip, resolver).await,
+            None => false,
+        };
+        if !ok {
+            self.refuse(bot.cfg.dry_run, Reason::BotDetector)?;
+        }
+        Ok(())
+    }
+
+    /// The ASN and anonymous-network databases the geofences' network rules look in.
+    pub fn with_networks(mut self, networks: Option<&'a Networks>) -> Self {
+        self.networks = networks;
+        self
+    }
+
+    /// The client's autonomous system number, looked up once. `None` = unknown.
+    pub fn asn(&mut self) -> Option<u32> {
+        if let Some(a) = self.asn {
+            return a;
+        }
+        let db = self.networks.and_then(|n| n.asn.as_deref());
+        let a = match (db, self.ip) {
+            (Some(db), Some(ip)) => db.lookup_asn(ip).map(|(n, _)| n),
+            _ => None,
+        };
+        self.asn = Some(a);
+        a
+    }
+
+    /// The client network's anonymous kinds (bits of `geo::anonymous_kind`), looked up once.
+    pub fn anonymous(&mut self) -> u8 {
+        if let Some(a) = self.anonymous {
+            return a;
+        }
+        let db = self.networks.and_then(|n| n.anonymous.as_deref());
+        let a = match (db, self.ip) {
+            (Some(db), Some(ip)) => db.lookup_anonymous(ip),
+            _ => 0,
+        };
+        self.anonymous = Some(a);
+        a
+    }
+
+    /// A filter's refusal: the rejection, or with `dry_run` a note of it and a pass.
+    #[cold]
+    fn refuse(&mut self, dry_run: bool, reason: Reason) -> Result<(), Reject> {
+        if dry_run {
+            self.would_reject.add(reason);
+            return Ok(());
+        }
+        Err(Reject::new(reason))
     }
 
     /// The client's location, looked up once. `None` = unknown.
@@ -66,7 +152,8 @@ impl Chain {
         self.ip_filter.is_none() && self.geofence.is_none() && self.bot_detector.is_none()
     }
 
-    /// ip_filter, then geofence, then bot_detector (cheapest first).
+    /// ip_filter, then geofence, then bot_detector (cheapest first). A `dry_run` filter's
+    /// refusal is noted in the subject and the next filter decides.
     #[inline]
     pub fn check(&self, s: &mut Subject<'_>) -> Result<(), Reject> {
         if let Some(f) = &self.ip_filter {
@@ -76,18 +163,37 @@ impl Chain {
                 None => f.mode == ip::Mode::Deny,
             };
             if !ok {
-                return Err(Reject::new(Reason::IpFilter));
+                s.refuse(f.dry_run, Reason::IpFilter)?;
             }
         }
         if let Some(g) = &self.geofence {
-            let geo = s.geo();
-            if !g.allows(geo.as_ref()) {
-                return Err(Reject::new(Reason::Geofence));
+            let mut ok = true;
+            if g.location {
+                ok = g.allows(s.geo().as_ref());
+            }
+            if ok && g.network {
+                let (asn, anonymous) = (s.asn(), s.anonymous());
+                ok = g.allows_network(asn, anonymous);
+            }
+            if !ok {
+                s.refuse(g.cfg.dry_run, Reason::Geofence)?;
             }
         }
         if let Some(b) = &self.bot_detector {
-            if b.is_bot(s.user_agent) {
-                return Err(Reject::new(Reason::BotDetector));
+            // A User-Agent of a `verify` entry passes as that crawler only when verified.
+            let bot = match b.verify_entry(s.user_agent) {
+                None => b.is_bot(s.user_agent),
+                Some(i) => match s.ip.map(|ip| b.quick_verdict(i, ip)) {
+                    None => true,
+                    Some(Some(verified)) => !verified,
+                    Some(None) => {
+                        s.pending = Some((Arc::clone(b), i));
+                        false
+                    }
+                },
+            };
+            if bot {
+                s.refuse(b.cfg.dry_run, Reason::BotDetector)?;
             }
         }
         Ok(())
@@ -100,6 +206,10 @@ impl Chain {
 pub struct Filters {
     pub client_ip: ClientIpResolver,
     pub geo: Option<Arc<GeoDb>>,
+    /// The ASN and anonymous-network databases (`None` when the config has neither).
+    pub networks: Option<Networks>,
+    /// The resolver of crawler verification (`dns`), when a bot detector verifies crawlers.
+    pub resolver: Option<crate::upstream::discovery::Resolver>,
     /// Add X-Geo-* headers to upstream requests.
     pub forward_geo: bool,
     /// The service-wide `security` block.
@@ -107,7 +217,32 @@ pub struct Filters {
 }
 
 /// Header names set (and always stripped from the client's request) by `geoip.forward`.
-pub const GEO_HEADERS: [&str; 3] = ["x-geo-country", "x-geo-region", "x-geo-city"];
+pub const GEO_HEADERS: [&str; 4] = ["x-geo-country", "x-geo-region", "x-geo-city", "x-geo-asn"];
+
+/// Opens the database at `path` (YAML key `key`) whose `database_type` contains `layout`,
+/// or keeps `previous` when it is the same unchanged file.
+fn open_db(
+    key: &str,
+    path: &std::path::Path,
+    layout: &[&str],
+    previous: Option<&Arc<GeoDb>>,
+) -> Result<Arc<GeoDb>, ConfigErrors> {
+    let err = |m: String| ConfigErrors::from(ConfigError::new(key, m));
+    let stamp = FileStamp::of(path).map_err(err)?;
+    if let Some(db) = previous.filter(|db| db.stamp == stamp) {
+        return Ok(Arc::clone(db));
+    }
+    let db = GeoDb::open(path).map_err(err)?;
+    if !layout.iter().any(|l| db.database_type.contains(l)) {
+        return Err(err(format!(
+            "{} is a {} database; this key takes the {} layout",
+            path.display(),
+            db.database_type,
+            layout.join(" or ")
+        )));
+    }
+    Ok(Arc::new(db))
+}
 
 impl Filters {
     /// Compiles the client address resolution, the GeoIP database (the one of `previous`
@@ -128,22 +263,54 @@ impl Filters {
             .collect();
         let client_ip = ClientIpResolver::new(CidrSet::new(&c.trusted_proxies), headers);
 
-        let geo = match &config.geoip {
+        let g = config.geoip.as_ref();
+        let geo = match g.and_then(|g| g.database.as_ref()) {
             None => None,
-            Some(g) => {
-                let err = |m: String| ConfigErrors::from(ConfigError::new("geoip.database", m));
-                let stamp = FileStamp::of(&g.database).map_err(err)?;
-                let reused = previous
-                    .and_then(|p| p.geo.as_ref())
-                    .filter(|db| db.stamp == stamp)
-                    .cloned();
-                match reused {
-                    Some(db) => Some(db),
-                    None => Some(Arc::new(GeoDb::open(&g.database).map_err(err)?)),
-                }
+            Some(path) => {
+                let previous = previous.and_then(|p| p.geo.as_ref());
+                Some(open_db(
+                    "geoip.database",
+                    path,
+                    &["Country", "City", "Enterprise"],
+                    previous,
+                )?)
             }
         };
+        let old_networks = previous.and_then(|p| p.networks.as_ref());
+        let asn = match g.and_then(|g| g.asn_database.as_ref()) {
+            None => None,
+            Some(path) => {
+                let previous = old_networks.and_then(|n| n.asn.as_ref());
+                Some(open_db("geoip.asn_database", path, &["ASN"], previous)?)
+            }
+        };
+        let anonymous = match g.and_then(|g| g.anonymous_database.as_ref()) {
+            None => None,
+            Some(path) => {
+                let previous = old_networks.and_then(|n| n.anonymous.as_ref());
+                let key = "geoip.anonymous_database";
+                Some(open_db(key, path, &["Anonymous-IP"], previous)?)
+            }
+        };
+        let networks =
+            (asn.is_some() || anonymous.is_some()).then_some(Networks { asn, anonymous });
+        let verifies = std::iter::once(&config.security)
+            .chain(config.endpoints.iter().map(|e| &e.security))
+            .any(|s| {
+                s.bot_detector
+                    .as_ref()
+                    .is_some_and(|b| !b.verify.bots.is_empty())
+            });
+        let resolver = match verifies {
+            false => None,
+            true => Some(
+                crate::upstream::discovery::resolver(config.dns.as_ref())
+                    .map_err(|m| ConfigErrors::from(ConfigError::new("dns", m)))?,
+            ),
+        };
         let mut filters = Filters {
+            resolver,
+            networks,
             client_ip,
             forward_geo: config.geoip.as_ref().is_some_and(|g| g.forward),
             geo,
@@ -172,10 +339,10 @@ fn chain(
     old_bots: &[&Arc<BotDetector>],
     errs: &mut Vec<ConfigError>,
 ) -> Chain {
-    let ip_filter = sec
-        .ip_filter
-        .as_ref()
-        .map(|f| IpFilter::new(f.mode, &f.cidrs));
+    let ip_filter = sec.ip_filter.as_ref().map(|f| IpFilter {
+        dry_run: f.dry_run,
+        ..IpFilter::new(f.mode, &f.cidrs)
+    });
     let geofence = sec.geofence.as_ref().map(|g| {
         if let Some(db) = db {
             if g.uses_city_data() && !db.city {
@@ -210,8 +377,9 @@ fn chain(
     }
 }
 
-/// Strips client-sent X-Geo-* headers and, with `geoip.forward`, sets them from the database
-/// (each absent when unknown). The region is ISO 3166-2 (`US-CA`), the city its English name.
+/// Strips client-sent X-Geo-* headers and, with `geoip.forward`, sets them from the databases
+/// (each absent when unknown). The region is ISO 3166-2 (`US-CA`), the city its English name,
+/// the ASN a number (`X-Geo-ASN`, from `geoip.asn_database`).
 pub fn geo_headers(
     f: &Filters,
     client: Option<IpAddr>,
@@ -223,7 +391,11 @@ pub fn geo_headers(
     if !f.forward_geo {
         return Ok(());
     }
-    let (Some(db), Some(ip)) = (f.geo.as_deref(), client) else {
+    let Some(ip) = client else {
+        return Ok(());
+    };
+    asn_header(f, ip, upstream)?;
+    let Some(db) = f.geo.as_deref() else {
         return Ok(());
     };
     let Some(g) = db.lookup(ip) else {
@@ -244,6 +416,19 @@ pub fn geo_headers(
     }
     if let Some(v) = g.city_name.and_then(value) {
         upstream.insert_header(GEO_HEADERS[2], v)?;
+    }
+    Ok(())
+}
+
+/// `X-Geo-ASN`: the client's autonomous system number, from `geoip.asn_database`.
+fn asn_header(
+    f: &Filters,
+    ip: IpAddr,
+    upstream: &mut pingora::http::RequestHeader,
+) -> pingora::Result<()> {
+    let db = f.networks.as_ref().and_then(|n| n.asn.as_deref());
+    if let Some((asn, _)) = db.and_then(|db| db.lookup_asn(ip)) {
+        upstream.insert_header(GEO_HEADERS[3], asn.to_string())?;
     }
     Ok(())
 }
@@ -345,6 +530,8 @@ endpoints:
                     patterns: vec!["bot".into()],
                     empty_user_agent_is_bot: false,
                     cache_size: 10,
+                    dry_run: false,
+                    verify: Default::default(),
                 })
                 .unwrap(),
             )),

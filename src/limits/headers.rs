@@ -4,6 +4,8 @@
 
 use super::backend::InflightGuard;
 use super::bucket::{ceil_secs, Gcra, Outcome};
+use super::concurrency::{ClientSlot, EndpointSlot};
+use crate::reject::WouldReject;
 use std::fmt::Write as _;
 
 /// One policy's numbers for the RateLimit headers.
@@ -24,6 +26,12 @@ pub struct RequestLimits {
     pub(super) backend_checked: bool,
     /// The backend's in-flight slot, released when the request ends (with the `Ctx`).
     pub guard: Option<InflightGuard>,
+    /// The client's in-flight slots of the service-wide block and the endpoint's.
+    pub(super) client_slots: [Option<ClientSlot>; 2],
+    /// The endpoint's in-flight slot (`max_concurrent`).
+    pub(super) endpoint_slot: Option<EndpointSlot>,
+    /// What the `dry_run` limits would have refused.
+    pub would_reject: WouldReject,
 }
 
 impl RequestLimits {

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod bucket;
 pub mod fleet;
+pub mod concurrency;
 pub mod headers;
 pub mod local;
 pub mod policy;
@@ -28,6 +29,7 @@ pub mod route;
 pub mod service;
 
 pub use backend::{BackendLimiter, InflightGuard};
+pub use concurrency::EndpointGate;
 pub use headers::RequestLimits;
 pub use route::RouteLimiter;
 
@@ -217,21 +219,29 @@ impl Limits {
         )
     }
 
-    /// The request's rate limits: the service-wide block, then the endpoint's (`endpoint`,
-    /// with the client key of its `param` strategy).
+    /// The request's limits: the service-wide block, then the endpoint's `max_concurrent`
+    /// (`gate`), then the endpoint's block (`endpoint`, with the client key of its `param`
+    /// strategy). A block skips the clients of its `exempt` list; in a block,
+    /// `client_max_concurrent` comes before the buckets.
     pub async fn check_request(
         &self,
         endpoint: Option<&RouteLimiter>,
+        gate: Option<&Arc<EndpointGate>>,
         r: &Request<'_>,
         param: Option<Key>,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
-        let service = self.service.as_deref();
-        // Both blocks on the same Redis: one round trip for the whole decision (on a
-        // cluster, one per block: their keys are in different slots).
+        let service = self.service.as_deref().filter(|s| !s.exempts(r.ip));
+        let endpoint = endpoint.filter(|e| !e.exempts(r.ip));
+        // Both blocks on the same Redis: one round trip for every bucket (the in-flight
+        // bounds, always local, first); on a cluster, one per block, their keys being in
+        // different slots.
         if let (Some(s), Some(e)) = (service, endpoint) {
             if let (Some(rs), Some(re)) = (&s.redis, &e.redis) {
                 if Arc::ptr_eq(rs, re) && !rs.is_cluster() {
+                    s.check_concurrency(r, None, state)?;
+                    check_gate(gate, state)?;
+                    e.check_concurrency(r, param, state)?;
                     let blocks = [(s, None), (e, param)];
                     return Box::pin(check_redis_blocks(rs, &blocks, r, state)).await;
                 }
@@ -240,11 +250,25 @@ impl Limits {
         if let Some(s) = service {
             s.check(r, None, state).await?;
         }
+        check_gate(gate, state)?;
         if let Some(e) = endpoint {
             e.check(r, param, state).await?;
         }
         Ok(())
     }
+}
+
+/// The endpoint's `max_concurrent`: its slot (kept in `state` until the request ends), or 503
+/// with `Retry-After: 1`.
+#[inline]
+fn check_gate(gate: Option<&Arc<EndpointGate>>, state: &mut RequestLimits) -> Result<(), Reject> {
+    if let Some(g) = gate {
+        match g.acquire() {
+            Some(slot) => state.endpoint_slot = Some(slot),
+            None => return Err(limited(Reason::EndpointMaxConcurrent, 0)),
+        }
+    }
+    Ok(())
 }
 
 /// The backend's limits (`max_concurrent`, then its bucket), once per request even when it
@@ -321,7 +345,7 @@ mod tests {
         ) -> Result<(), Reject> {
             let r = Request { head: req, ip, now };
             let ep = self.eps[i].as_deref();
-            self.l.check_request(ep, &r, param, state).await
+            self.l.check_request(ep, None, &r, param, state).await
         }
 
         async fn check_backend(

@@ -462,8 +462,8 @@ impl RedisClient {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The store's state as the admin `/status` shows it: `idle` before the first decision
-    /// (nothing has connected yet), `up` while decisions go to Redis, `down` while they fail
+    /// The store's state as the admin `/status` shows it: `idle` until the first connection
+    /// (made in the background at start), `up` while decisions go to Redis, `down` while they fail
     /// fast and the background probe waits for Redis to answer again.
     pub fn state(&self) -> &'static str {
         if !self.is_healthy() {

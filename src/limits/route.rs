@@ -5,6 +5,7 @@
 
 use super::bucket::{Bucket, Gcra};
 use super::fleet::FleetShare;
+use super::concurrency::{Acquired, ClientInflight};
 use super::headers::RequestLimits;
 use super::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use super::redis::{self, RedisClient};
@@ -12,6 +13,7 @@ use super::{gcra, limited, policy, store_unavailable, Request};
 use crate::config::limits::{
     OnStoreFailure, Rate, RateLimitConfig, Store as StoreKind, Strategy, TierMatch,
 };
+use crate::filters::ip::CidrSet;
 use crate::reject::{Reason, Reject};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -53,8 +55,8 @@ pub(super) enum KeyShape {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scope {
-    Service,
-    Endpoint,
+    Service = 0,
+    Endpoint = 1,
 }
 
 /// A compiled `rate_limit` block (service-wide or one endpoint's).
@@ -77,6 +79,10 @@ pub struct RouteLimiter {
     key_shape: KeyShape,
     /// `store: fleet`: this instance's share of the shared bucket.
     pub(super) fleet: Option<Arc<FleetShare>>,
+    /// `exempt`: clients this block does not limit.
+    exempt: Option<CidrSet>,
+    /// In-flight counts per client key, with `client_max_concurrent` (always local).
+    inflight: Option<Arc<ClientInflight>>,
 }
 
 impl RouteLimiter {
@@ -138,7 +144,63 @@ impl RouteLimiter {
             shared_key: format!("{prefix}shared"),
             key_shape,
             ident,
+            exempt: (!cfg.exempt.is_empty()).then(|| CidrSet::new(&cfg.exempt)),
+            inflight: cfg
+                .client_max_concurrent
+                .map(|_| Arc::new(ClientInflight::new(DEFAULT_MAX_CLIENTS))),
         }
+    }
+
+    /// Whether the client is on the block's `exempt` list (counted when it is).
+    #[inline]
+    pub(super) fn exempts(&self, ip: Option<IpAddr>) -> bool {
+        let (Some(set), Some(ip)) = (&self.exempt, ip) else {
+            return false;
+        };
+        if !set.contains(ip) {
+            return false;
+        }
+        let scope = match self.scope {
+            Scope::Service => 0,
+            Scope::Endpoint => 1,
+        };
+        crate::metrics::rate_limit_exempt(scope).inc();
+        true
+    }
+
+    /// `client_max_concurrent`: takes the client's in-flight slot (kept in `state` until the
+    /// request ends) or refuses with 429 and `Retry-After: 1`. With `dry_run`, the slot is
+    /// taken and the refusal only noted.
+    #[inline]
+    pub(super) fn check_concurrency(
+        &self,
+        r: &Request<'_>,
+        param: Option<Key>,
+        state: &mut RequestLimits,
+    ) -> Result<(), Reject> {
+        let (Some(table), Some(max)) = (&self.inflight, self.cfg.client_max_concurrent) else {
+            return Ok(());
+        };
+        let key = self.client_key(r.head, r.ip, param);
+        let slot = match table.acquire(key, max, self.cfg.dry_run) {
+            Acquired::Admitted(slot) => slot,
+            Acquired::Full(slot) => {
+                self.refused(Reason::ClientMaxConcurrent, 0, state)?;
+                slot
+            }
+        };
+        state.client_slots[self.scope as usize] = slot;
+        Ok(())
+    }
+
+    /// A limit of this block refused: the rejection, or with `dry_run` a note of it and a pass.
+    #[inline]
+    fn refused(&self, reason: Reason, wait: u64, state: &mut RequestLimits) -> Result<(), Reject> {
+        if self.cfg.dry_run {
+            state.would_reject.add(reason);
+            return Ok(());
+        }
+        Err(limited(reason, wait))
     }
 
     /// The key of the path parameter a `param` strategy names, from the matched route's
@@ -194,12 +256,15 @@ impl RouteLimiter {
         }
     }
 
+    /// The block's limits for a client it does not exempt: `client_max_concurrent`, then the
+    /// buckets.
     pub(super) async fn check(
         &self,
         r: &Request<'_>,
         param: Option<Key>,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
+        self.check_concurrency(r, param, state)?;
         match &self.redis {
             None => self.check_local(r, param, state),
             // boxed: the Redis call's large future stays out of the local path's state
@@ -223,7 +288,7 @@ impl RouteLimiter {
                 state.report(client_name, &set.gcra, &o);
             }
             if !o.allowed {
-                return Err(limited(Reason::ClientRateLimit, o.wait));
+                self.refused(Reason::ClientRateLimit, o.wait, state)?;
             }
         }
         if let Some((g, b)) = &self.shared {
@@ -240,7 +305,7 @@ impl RouteLimiter {
                 state.report(shared_name, g, &o);
             }
             if !o.allowed {
-                return Err(limited(shared_reason, o.wait));
+                self.refused(shared_reason, o.wait, state)?;
             }
         }
         Ok(())
@@ -299,38 +364,47 @@ pub(super) async fn check_redis_blocks(
             n += 1;
         }
     }
-    if n == 0 {
-        return Ok(());
-    }
-    let outcomes = match redis.take(&buckets[..n]).await {
-        Ok(o) => o,
-        Err(_) => {
-            for (b, param) in blocks {
-                match b.cfg.on_store_failure {
-                    OnStoreFailure::Allow => {}
-                    OnStoreFailure::Deny => return Err(store_unavailable()),
-                    OnStoreFailure::Local => b.check_local(r, *param, state)?,
+    // The script stops at the first rejection; a dry-run block's rejection lets the request
+    // go on, so the buckets after it are asked in another call.
+    let mut start = 0;
+    while start < n {
+        let outcomes = match redis.take(&buckets[start..n]).await {
+            Ok(o) => o,
+            Err(_) => {
+                let from = meta[start].0;
+                for (b, param) in &blocks[from..] {
+                    match b.cfg.on_store_failure {
+                        OnStoreFailure::Allow => {}
+                        OnStoreFailure::Deny => return Err(store_unavailable()),
+                        OnStoreFailure::Local => b.check_local(r, *param, state)?,
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
+        };
+        let asked = n - start;
+        for (j, o) in outcomes.iter().enumerate() {
+            let i = start + j;
+            let (bi, is_client) = meta[i];
+            let b = blocks[bi].0;
+            let (client_name, shared_name, shared_reason) = b.names();
+            if b.cfg.headers {
+                let name = if is_client { client_name } else { shared_name };
+                state.report(name, buckets[i].1, o);
+            }
+            if !o.allowed {
+                let reason = if is_client {
+                    Reason::ClientRateLimit
+                } else {
+                    shared_reason
+                };
+                b.refused(reason, o.wait, state)?;
+            }
         }
-    };
-    for (i, o) in outcomes.iter().enumerate() {
-        let (bi, is_client) = meta[i];
-        let b = blocks[bi].0;
-        let (client_name, shared_name, shared_reason) = b.names();
-        if b.cfg.headers {
-            let name = if is_client { client_name } else { shared_name };
-            state.report(name, buckets[i].1, o);
+        if outcomes.is_empty() || outcomes.len() >= asked {
+            break;
         }
-        if !o.allowed {
-            let reason = if is_client {
-                Reason::ClientRateLimit
-            } else {
-                shared_reason
-            };
-            return Err(limited(reason, o.wait));
-        }
+        start += outcomes.len();
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ pub struct Request<'a> {
     pub tls: bool,
 }
 
-/// Runs the pipeline. What it learns on the way (the client address, the endpoint, its time
+/// Runs the pipeline. A `dry_run` filter or limit that would refuse the request lets it go on
+/// to the next check; each such refusal is noted in `ctx.would_reject`. What it learns on the way (the client address, the endpoint, its time
 /// budget, the path to send upstream, the limits' header numbers) is kept in `ctx` whether or
 /// not the request is admitted: the access log and the metrics report it.
 pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(), Reject> {
@@ -38,11 +39,22 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
         .peer
         .map(|p| rt.filters.client_ip.resolve(p, &req.head.headers));
     ctx.client_ip = client;
-    let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref());
-    rt.filters.service.check(&mut subject)?;
+    let mut subject = Subject::new(client, user_agent(req.head), rt.filters.geo.as_deref())
+        .with_networks(rt.filters.networks.as_ref());
+    let mut passed = rt.filters.service.check(&mut subject);
+    if passed.is_ok() {
+        passed = subject.verify_bot(rt.filters.resolver.as_ref()).await;
+    }
+    ctx.would_reject = subject.would_reject;
+    passed?;
     let route = route(rt, req.head)?;
     let ep = &rt.endpoints[route.endpoint];
-    ep.filters.check(&mut subject)?;
+    let mut passed = ep.filters.check(&mut subject);
+    if passed.is_ok() {
+        passed = subject.verify_bot(rt.filters.resolver.as_ref()).await;
+    }
+    ctx.would_reject = subject.would_reject;
+    passed?;
     ctx.endpoint = Some(route.endpoint);
     ctx.upstream_uri = route.uri;
     ctx.deadline = ctx.start + ep.timeout;
@@ -52,9 +64,18 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
         now: crate::clock::now_ns(ctx.start),
     };
     let limiter = ep.limiter.as_deref();
-    rt.limits
-        .check_request(limiter, &asked, route.limit_key, &mut ctx.limits)
-        .await
+    let passed = rt
+        .limits
+        .check_request(
+            limiter,
+            ep.gate.as_ref(),
+            &asked,
+            route.limit_key,
+            &mut ctx.limits,
+        )
+        .await;
+    ctx.would_reject.merge(ctx.limits.would_reject);
+    passed
 }
 
 fn user_agent(req: &RequestHeader) -> Option<&[u8]> {

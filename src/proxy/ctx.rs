@@ -1,6 +1,6 @@
 //! Per-request state carried between Pingora's hooks.
 
-use crate::reject::Reason;
+use crate::reject::{Reason, WouldReject};
 use crate::runtime::{Endpoint, Runtime};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct Ctx {
     /// Why gatehouse answered by itself, once it has: the access log, the rejection metric
     /// and the breaker's outcome read it.
     pub reason: Option<Reason>,
+    /// What the `dry_run` filters and limits would have refused (set by admission).
+    pub would_reject: WouldReject,
     /// Request body bytes seen so far (for `max_body_size`).
     pub body_bytes: u64,
     /// Rate-limit state: RateLimit header numbers, the backend in-flight slot.
@@ -56,6 +58,7 @@ impl Ctx {
             request_id: None,
             span: None,
             reason: None,
+            would_reject: WouldReject::default(),
             client_ip: None,
             body_bytes: 0,
             limits: Default::default(),

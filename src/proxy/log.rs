@@ -22,6 +22,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
         Some(ep) => ep.requests.inc(status),
         None => crate::metrics::unrouted().inc(status),
     }
+    crate::metrics::would_reject(ctx.would_reject);
     if let Some(r) = ctx.reason {
         match crate::metrics::rejection(r as usize, r.id()) {
             Some(c) => c.inc(),
@@ -98,9 +99,11 @@ fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
         upstream_time: ctx.upstream_time,
         bytes_sent: session.as_downstream().body_bytes_sent() as u64,
         reason: ctx.reason.map(|r| r.id()),
+        would_reject: ctx.would_reject,
         request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
         tls: crate::proxy::forward::is_tls(session),
         http_version: crate::access_log::http_version(req.version),
     };
     crate::access_log::emit(ctx.rt.config.server.access_log_format, &entry);
 }
+

@@ -172,6 +172,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             security: Default::default(),
             rate_limit: None,
+            max_concurrent: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod client;
 mod configs;
+mod dns;
 mod http2;
 mod mock;
 mod poll;
@@ -22,6 +23,7 @@ mod ws;
 pub use self::{
     client::{get, read_response, request, try_get, try_request, Conn, Response},
     configs::{simple_config, SERVER},
+    dns::{DnsMode, FakeDns},
     mock::{Behaviour, MockUpstream, Recorded},
     poll::wait_for,
     ports::{dead_addr, free_port, free_ports, listeners, DeadAddr, Listener},

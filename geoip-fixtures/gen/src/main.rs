@@ -1,5 +1,6 @@
-//! Writes ../countries.mmdb (GeoLite2-Country layout) and ../cities.mmdb (GeoLite2-City
-//! layout) from the table below, then reads both back with the `maxminddb` crate as a check.
+//! Writes ../countries.mmdb (GeoLite2-Country layout), ../cities.mmdb (GeoLite2-City
+//! layout), ../asn.mmdb (GeoLite2-ASN layout) and ../anonymous.mmdb (GeoIP2-Anonymous-IP
+//! layout) from the tables below, then reads each back with the `maxminddb` crate as a check.
 //!
 //! The networks are real public allocations in the countries given (several are the ones
 //! MaxMind's own test databases use), but the records are made up for tests: do not use these
@@ -34,6 +35,46 @@ const ROWS: &[Row] = &[
     ("2001:218::/32", "AS", "JP", "Japan", Some(("13", "Tokyo")), Some(("Tokyo", 1850147))),
     ("2a03:2880::/32", "EU", "IE", "Ireland", Some(("L", "Leinster")), Some(("Dublin", 2964574))),
 ];
+
+/// network, autonomous system number, organization
+const ASNS: &[(&str, u32, &str)] = &[
+    ("1.128.0.0/11", 1221, "Telstra Pty Ltd"),
+    ("81.2.69.0/24", 20712, "Andrews & Arnold Ltd"),
+    ("89.160.20.0/24", 29518, "Bredband2 AB"),
+    ("216.160.83.0/24", 209, "CenturyLink Communications"),
+    ("2a02:ff0::/32", 3320, "Deutsche Telekom AG"),
+];
+
+/// network, and which of vpn, tor, hosting, public_proxy, residential_proxy it is
+const ANONYMOUS: &[(&str, [bool; 5])] = &[
+    ("81.2.69.0/24", [true, false, false, false, false]),
+    ("89.160.20.0/24", [false, true, false, false, false]),
+    ("216.160.83.0/24", [false, false, true, false, false]),
+    ("175.16.199.0/24", [false, false, false, true, false]),
+    ("2a02:ff0::/32", [false, false, false, false, true]),
+];
+
+#[derive(Serialize)]
+struct AsnRec {
+    autonomous_system_number: u32,
+    autonomous_system_organization: &'static str,
+}
+
+/// The GeoIP2-Anonymous-IP record: a flag is present only when true, as in MaxMind's files.
+#[derive(Serialize)]
+struct AnonymousRec {
+    is_anonymous: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_anonymous_vpn: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_tor_exit_node: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_hosting_provider: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_public_proxy: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_residential_proxy: bool,
+}
 
 #[derive(Serialize)]
 struct Named {
@@ -125,5 +166,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!("wrote {} ({} networks, {})", path.display(), ROWS.len(), r.metadata().database_type);
     }
+    let mut asn = writer("GeoLite2-ASN");
+    for &(net, number, org) in ASNS {
+        let rec = AsnRec { autonomous_system_number: number, autonomous_system_organization: org };
+        asn.insert(net.parse::<IpNet>()?, &rec)?;
+    }
+    let path = out.join("asn.mmdb");
+    std::fs::write(&path, asn.to_bytes()?)?;
+    let r = maxminddb::Reader::open_readfile(&path)?;
+    r.verify()?;
+    for &(net, number, _) in ASNS {
+        let net: IpNet = net.parse()?;
+        let got: Option<u32> =
+            r.lookup(net.addr())?.decode_path(&maxminddb::path!["autonomous_system_number"])?;
+        assert_eq!(got, Some(number), "asn.mmdb: {net}");
+    }
+    println!("wrote {} ({} networks, {})", path.display(), ASNS.len(), r.metadata().database_type);
+
+    let mut anonymous = writer("GeoIP2-Anonymous-IP");
+    for &(net, [vpn, tor, hosting, public_proxy, residential_proxy]) in ANONYMOUS {
+        let rec = AnonymousRec {
+            is_anonymous: true,
+            is_anonymous_vpn: vpn,
+            is_tor_exit_node: tor,
+            is_hosting_provider: hosting,
+            is_public_proxy: public_proxy,
+            is_residential_proxy: residential_proxy,
+        };
+        anonymous.insert(net.parse::<IpNet>()?, &rec)?;
+    }
+    let path = out.join("anonymous.mmdb");
+    std::fs::write(&path, anonymous.to_bytes()?)?;
+    let r = maxminddb::Reader::open_readfile(&path)?;
+    r.verify()?;
+    for &(net, [_, tor, ..]) in ANONYMOUS {
+        let net: IpNet = net.parse()?;
+        let got: Option<bool> =
+            r.lookup(net.addr())?.decode_path(&maxminddb::path!["is_tor_exit_node"])?;
+        assert_eq!(got.unwrap_or(false), tor, "anonymous.mmdb: {net}");
+    }
+    println!("wrote {} ({} networks, {})", path.display(), ANONYMOUS.len(), r.metadata().database_type);
     Ok(())
 }
