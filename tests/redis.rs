@@ -790,12 +790,16 @@ fn a_cluster_shares_limits_and_survives_a_master_failover() {
         "the dead master's slot was denied until its replica took over"
     );
     // The surviving nodes' view of the slot follows by gossip, maybe after the client's.
-    common::wait_for("the replica to serve the slot", Duration::from_secs(15), || {
-        cluster
-            .master_of(deny_slot)
-            .is_some_and(|m| m != victim)
-            .then_some(())
-    });
+    common::wait_for(
+        "the replica to serve the slot",
+        Duration::from_secs(15),
+        || {
+            cluster
+                .master_of(deny_slot)
+                .is_some_and(|m| m != victim)
+                .then_some(())
+        },
+    );
     assert!(a.metric("gatehouse_redis_errors_total") >= 1.0);
     // both instances decide on the cluster again
     denied_until_back(&b, Duration::from_secs(30));

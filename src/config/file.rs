@@ -422,6 +422,7 @@ pub struct EndpointFile {
     /// This endpoint's rate limit, checked after the service-wide one.
     #[serde(default)]
     pub rate_limit: Option<super::limits::RateLimitFile>,
+    /// Requests in flight at most; 503 when reached.
     #[serde(default)]
     pub max_concurrent: Option<usize>,
 }

@@ -62,20 +62,25 @@ pub struct RateLimitFile {
     /// Client limits by plan, read from a request header.
     #[serde(default)]
     pub tiers: Option<TiersFile>,
+    /// In-flight requests per client key (same strategy as the client bucket); 429 client_max_concurrent when reached, checked before the buckets.
     #[serde(default)]
     pub client_max_concurrent: Option<usize>,
+    /// Decide and take tokens, but let refused requests pass; counted in gatehouse_would_reject_total (default false).
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Clients this block does not limit (filters still apply).
     #[serde(default)]
     pub exempt: Option<ExemptFile>,
 }
 
 /// `rate_limit.exempt`: clients the block does not limit.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExemptFile {
+    /// CIDRs or addresses.
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// A file of CIDRs or addresses, one per line, # comments; re-read on SIGHUP and when it changes.
     #[serde(default)]
     pub cidrs_file: Option<String>,
 }

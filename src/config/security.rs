@@ -20,10 +20,12 @@ pub struct ClientIpFile {
     /// Peers (CIDRs or bare IPs) whose forwarding headers are believed (default: none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Headers holding the client address, tried in order (default [X-Forwarded-For, X-Real-
-    /// IP]).
+    /// A file of trusted proxies, one CIDR or address per line, # comments; re-read on SIGHUP
+    /// and when it changes.
     #[serde(default)]
     pub trusted_proxies_file: Option<String>,
+    /// Headers holding the client address, tried in order (default [X-Forwarded-For, X-Real-
+    /// IP]).
     #[serde(default)]
     pub headers: Option<Vec<String>>,
 }
@@ -70,8 +72,10 @@ pub struct IpFilterFile {
     /// IPv4/IPv6 CIDRs or bare IPs.
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// A file of CIDRs or addresses, one per line, # comments; re-read on SIGHUP and when it changes.
     #[serde(default)]
     pub cidrs_file: Option<String>,
+    /// Decide, but let refused requests pass; counted in gatehouse_would_reject_total (default false).
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -101,12 +105,16 @@ pub struct GeofenceFile {
     #[serde(default)]
     #[schemars(extend("enum" = ["allow", "deny", null]))]
     pub unknown: Option<String>,
+    /// Autonomous system numbers admitted (needs geoip.asn_database).
     #[serde(default)]
     pub allow_asns: Vec<u32>,
+    /// Autonomous system numbers refused (needs geoip.asn_database).
     #[serde(default)]
     pub deny_asns: Vec<u32>,
+    /// Anonymous networks refused: vpn, tor, hosting, public_proxy, residential_proxy, any (needs geoip.anonymous_database).
     #[serde(default)]
     pub deny_anonymous: Vec<String>,
+    /// Decide, but let refused requests pass; counted in gatehouse_would_reject_total (default false).
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -129,28 +137,38 @@ pub struct BotDetectorFile {
     /// Verdicts cached per User-Agent (default 10000; 0 = off).
     #[serde(default)]
     pub cache_size: Option<usize>,
+    /// Decide, but let refused requests pass; counted in gatehouse_would_reject_total (default false).
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Crawlers verified by forward-confirmed reverse DNS or published ranges.
     #[serde(default)]
     pub verify: Vec<VerifyFile>,
+    /// What a failed verification lookup decides: allow or deny (default deny).
     #[serde(default)]
     pub on_dns_failure: Option<String>,
+    /// How long a verification verdict is cached per address (default 1h).
     #[serde(default)]
     pub verify_cache_ttl: Option<super::file::Dur>,
+    /// Bound of one verification lookup (default 2s).
     #[serde(default)]
     pub verify_timeout: Option<super::file::Dur>,
 }
 
 /// One `bot_detector.verify` entry.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyFile {
+    /// The crawler's name.
     pub name: String,
+    /// Regex of the User-Agents that claim to be this crawler.
     pub user_agent: String,
+    /// Domains its reverse DNS names must end in.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Address ranges its operator publishes.
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// A file of CIDRs or addresses, one per line, # comments; re-read on SIGHUP and when it changes.
     #[serde(default)]
     pub cidrs_file: Option<String>,
 }
@@ -207,6 +225,7 @@ impl GeoDbs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpFilterConfig {
     pub mode: Mode,
+    /// Address ranges its operator publishes.
     pub cidrs: Vec<Cidr>,
     /// Decide and count, but let the request pass.
     pub dry_run: bool,

@@ -19,8 +19,8 @@
 
 pub mod backend;
 pub mod bucket;
-pub mod fleet;
 pub mod concurrency;
+pub mod fleet;
 pub mod headers;
 pub mod local;
 pub mod policy;

@@ -4,8 +4,8 @@
 //! once; a `store: redis` block asks Redis, one script call for all its buckets.
 
 use super::bucket::{Bucket, Gcra};
-use super::fleet::FleetShare;
 use super::concurrency::{Acquired, ClientInflight};
+use super::fleet::FleetShare;
 use super::headers::RequestLimits;
 use super::local::{Key, LocalStore, DEFAULT_MAX_CLIENTS};
 use super::redis::{self, RedisClient};

@@ -106,4 +106,3 @@ fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
     };
     crate::access_log::emit(ctx.rt.config.server.access_log_format, &entry);
 }
-
