@@ -362,12 +362,13 @@ fn a_dry_run_limit_passes_counts_logs_and_lets_later_buckets_decide() {
     assert_eq!(lines.len(), 4, "{log}");
     assert!(!lines[0].contains("would_reject"), "{}", lines[0]);
     assert!(
-        lines[1].ends_with("reason=- would_reject=client_rate_limit"),
+        lines[1].ends_with(" would_reject=client_rate_limit") && lines[1].contains(" reason=- "),
         "{}",
         lines[1]
     );
     assert!(
-        lines[3].ends_with("reason=endpoint_rate_limit would_reject=client_rate_limit"),
+        lines[3].ends_with(" would_reject=client_rate_limit")
+            && lines[3].contains(" reason=endpoint_rate_limit "),
         "{}",
         lines[3]
     );
