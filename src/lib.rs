@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod filters;
+pub mod grpc;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

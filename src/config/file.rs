@@ -142,6 +142,9 @@ pub struct ServerFile {
     pub tls: Option<super::tls::TlsFile>,
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocolFile>,
+    /// Plain listeners also accept HTTP/2 by prior knowledge.
+    #[serde(default)]
+    pub h2c: Option<bool>,
 }
 
 /// `server.proxy_protocol`: the peers whose PROXY headers are believed.
@@ -182,6 +185,9 @@ pub struct BackendFile {
     /// HTTPS upstream (see config/tls.rs).
     #[serde(default)]
     pub tls: Option<super::tls::BackendTlsFile>,
+    /// `h1` (default), `h2` (over `tls`, by ALPN) or `h2c` (plain, by prior knowledge).
+    #[serde(default)]
+    pub protocol: Option<String>,
     /// One bucket for this backend (see `config/limits.rs`).
     #[serde(default)]
     pub rate_limit: Option<super::limits::BackendRateLimitFile>,
