@@ -82,7 +82,7 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     let app = crate::proxy::conn::Edge {
         inner: Arc::new(pingora::proxy::http_proxy(
             &server.configuration,
-            Gatehouse::new(shared.clone()),
+            Gatehouse::new(shared.clone(), &server.configuration),
         )),
         shared: shared.clone(),
     };

@@ -359,8 +359,8 @@ fn websocket_passes_through_after_the_filters() {
     let upstream = ws_echo_upstream();
     // A body limit smaller than the messages: WebSocket traffic is not counted.
     let g = Gatehouse::start(&config(&upstream.to_string(), "  max_body_size: 1KB\n", ""));
-    // The upstream answers 101 and speaks at once, before the proxy has drained the upgrade
-    // request's empty body (Pingora issue #946): repeat to catch that ordering.
+    // The upstream answers 101 and speaks at once, which can come before the upgrade
+    // request's empty body is done with: repeat to catch that ordering.
     for i in 0..30 {
         let stream = std::net::TcpStream::connect(g.addr).unwrap();
         stream
@@ -383,12 +383,11 @@ fn websocket_passes_through_after_the_filters() {
     }
 }
 
-/// Pingora issue #946: when the upstream's 101 is read before the upgrade request's empty
-/// body is drained, Pingora 0.9.1 ends the tunnel right after the 101. This test forces that
-/// ordering; it fails on Pingora 0.9.1 and is kept to check the fix when a Pingora release
-/// carries it (`cargo test --test edge -- --ignored`).
+/// An upstream that answers `101` and speaks before it has even read the request: its `101`
+/// reaches gatehouse before the upgrade request's (empty) body is done with, the ordering in
+/// which Pingora 0.9's own proxy loop ends the tunnel right after the `101`. Gatehouse runs
+/// the tunnel itself (src/proxy/tunnel.rs), so it carries bytes both ways.
 #[test]
-#[ignore = "fails on Pingora 0.9.1: cloudflare/pingora#946, not fixed in a release yet"]
 fn websocket_survives_an_early_101() {
     use std::io::Read;
     let upstream = early_101_upstream();

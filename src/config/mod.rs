@@ -133,8 +133,8 @@ pub struct BackendConfig {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
-    /// Each read from the upstream of an upgraded (WebSocket) connection, the wait for its
-    /// `101` included; the request budget does not apply to a tunnel.
+    /// The wait for the `101` of a WebSocket upgrade, then the time its tunnel may carry no
+    /// byte in either direction; the request budget does not apply to a tunnel.
     pub tunnel_idle_timeout: Duration,
     pub max_idle_connections: usize,
     pub retries: u32,

@@ -8,14 +8,17 @@ pub mod ctx;
 pub mod forward;
 pub mod log;
 pub mod respond;
+pub mod tunnel;
 
 use crate::reject::{Reason, Reject};
 use crate::runtime::Shared;
 use async_trait::async_trait;
 use ctx::Ctx;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
 use pingora::Error;
 use respond::Failure;
 use std::sync::Arc;
@@ -23,11 +26,17 @@ use std::time::Instant;
 
 pub struct Gatehouse {
     pub shared: Shared,
+    /// Opens the upstream connections of the tunnels run by `tunnel`, with the options
+    /// Pingora gives its own upstream connector.
+    tunnels: TransportConnector,
 }
 
 impl Gatehouse {
-    pub fn new(shared: Shared) -> Self {
-        Gatehouse { shared }
+    pub fn new(shared: Shared, conf: &ServerConf) -> Self {
+        Gatehouse {
+            shared,
+            tunnels: TransportConnector::new(Some(ConnectorOptions::from_server_conf(conf))),
+        }
     }
 }
 
@@ -75,9 +84,14 @@ impl ProxyHttp for Gatehouse {
     }
 
     /// The backend's gate and limits, once per request. A refusal is answered here, so the
-    /// client connection stays alive.
+    /// client connection stays alive. An admitted WebSocket upgrade is then run by `tunnel`
+    /// instead of Pingora's proxy loop (answered, so Pingora goes on to `logging`).
     async fn proxy_upstream_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match forward::gate(ctx, Instant::now()).await {
+            Ok(()) if tunnel::takes(session) => {
+                tunnel::run(&self.tunnels, session, ctx).await?;
+                Ok(false)
+            }
             Ok(()) => Ok(true),
             Err(r) => {
                 respond::answer(session, ctx, r).await?;
@@ -150,14 +164,7 @@ impl ProxyHttp for Gatehouse {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if response.status.is_informational() {
-            return Ok(());
-        }
-        if let Some((policy, state)) = ctx.limits.headers() {
-            response.insert_header("ratelimit-policy", policy)?;
-            response.insert_header("ratelimit", state)?;
-        }
-        Ok(())
+        respond::add_ratelimit(ctx, response)
     }
 
     /// Every answer made here closes the client connection, and says so (`Connection:

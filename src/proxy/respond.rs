@@ -155,6 +155,19 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, r: Reject) -> pingora:
     send(session, &r, ratelimit).await
 }
 
+/// Adds the RateLimit headers of the limits that applied to an answer from the upstream
+/// (not on a 1xx answer, `101` included).
+pub fn add_ratelimit(ctx: &Ctx, response: &mut ResponseHeader) -> pingora::Result<()> {
+    if response.status.is_informational() {
+        return Ok(());
+    }
+    if let Some((policy, state)) = ctx.limits.headers() {
+        response.insert_header("ratelimit-policy", policy)?;
+        response.insert_header("ratelimit", state)?;
+    }
+    Ok(())
+}
+
 /// A Pingora error that carries a rejection, for the hooks that can only fail: the answer is
 /// made by `fail_to_proxy`, which finds the rejection again with `failure`.
 pub fn error(r: Reject) -> Box<Error> {
