@@ -19,7 +19,9 @@
 # Last, the latency at half of peak (HALF=0 skips it): the upstream directly, nginx and
 # gatehouse_full, each paced at half of gatehouse_full's measured requests/s (oha -q with
 # --latency-correction), and the p99 each proxy adds over the upstream's own.
-# HAProxy as a plain proxy is one more row (HAPROXY=0 skips it).
+# HAProxy as a plain proxy is one more row (HAPROXY=0 skips it). gatehouse-h2c: gatehouse
+# passthrough to the same nginx upstream over h2c (backend `protocol: h2c`, nginx `http2` on
+# a plain listener), against the `gatehouse` row's HTTP/1.1 upstream.
 # Installs oha (cargo), nginx and its geoip2 module, haproxy (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,7 @@ fi
 
 . benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port)
+GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port); UPH2=$(free_port)
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 HALF=${HALF:-1}
@@ -100,14 +102,18 @@ backends:
   app:
     discovery: { static: ["127.0.0.1:$UP"] }
     max_idle_connections: 256
+  app_h2c:
+    discovery: { static: ["127.0.0.1:$UPH2"] }
+    protocol: h2c
 endpoints:
   - { path: "/{*rest}", backend: app }
+  - { path: "/h2c/{*rest}", backend: app_h2c }
 YAML
 
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
 python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR"
 
-start_upstream "$WORK" "$UP"
+start_upstream "$WORK" "$UP" "$UPH2"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 # HAProxy as a plain proxy too (HAPROXY=0 skips it): one thread, kept-alive upstream
@@ -162,7 +168,7 @@ run() { # name port [scheme [oha args...]]; the process is the name up to a - or
   shift $(( $# < 3 ? $# : 3 ))
   pids=$(proxy_pids "${name%%[@-]*}")
   for p in $pids; do before=$((before + $(ticks "$p"))); done
-  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port/bench" > "$WORK/$name.json"
+  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port${RUN_PATH:-/bench}" > "$WORK/$name.json"
   for p in $pids; do after=$((after + $(ticks "$p"))); done
   python3 - "$WORK/$name.json" "$name" $((after - before)) "$HZ" <<'PY' > "$WORK/$name.line"
 import json, sys
@@ -184,6 +190,7 @@ run nginx "$NGX"
 run nginx_rules "$NGXR"
 [ "$HAPROXY" = 1 ] && run haproxy "$HAP"
 run gatehouse "$GHP"
+RUN_PATH=/h2c/bench run gatehouse-h2c "$GHP"
 run gatehouse_full "$GHF"
 if [ "$TLS" = 1 ]; then
   for p in $NGXS $GHS; do
@@ -208,6 +215,7 @@ ratio "gatehouse/nginx full" gatehouse_full nginx
 ratio "gatehouse/nginx rules" gatehouse_full nginx_rules
 [ "$HAPROXY" = 1 ] && ratio "gatehouse/haproxy http" gatehouse haproxy
 ratio "full chain / passthrough" gatehouse_full gatehouse
+ratio "h2c upstream / h1 upstream" gatehouse-h2c gatehouse
 if [ "$TLS" = 1 ]; then
   ratio "gatehouse/nginx https" gatehouse-https nginx-https
   ratio "gatehouse/nginx h2" gatehouse-h2 nginx-h2
