@@ -661,3 +661,29 @@ async fn h2_upstream_over_tls_is_verified() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_speak_http2_to_the_hosts() {
+    // Two h2c hosts: the echo answers its checks (sent over HTTP/2, else it would refuse
+    // them), the silent one never does and is taken out; then every call reaches the echo.
+    let (echo, _) = h2c_upstream().await;
+    let silent = silent_upstream().await;
+    let backend = format!(
+        "{H2C}\n    retries: 0\n    health_check: {{ path: /health, interval: 100ms, timeout: 300ms, unhealthy_after: 1, healthy_after: 1 }}"
+    );
+    let endpoints = format!("{ALL}\n    timeout: 500ms");
+    let g = gatehouse(&[echo, silent], &backend, &endpoints);
+    let mut c = client(g.addr).await;
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut in_a_row = 0;
+    while in_a_row < 6 {
+        assert!(Instant::now() < end, "the silent host was never taken out");
+        match call(&mut c, "/t.Echo/Unary", Request::new(msg("hc"))).await {
+            Ok(_) => in_a_row += 1,
+            Err(_) => in_a_row = 0,
+        }
+    }
+    for _ in 0..10 {
+        assert_eq!(unary_text(&mut c, "hc").await, "echo: hc");
+    }
+}
