@@ -493,3 +493,57 @@ fn a_reused_connection_closed_by_the_upstream_is_retried_on_a_fresh_one() {
     let r = request(g.addr, "POST", "/x", &[], b"data");
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+/// The soft and hard open-file limits of a process (`unlimited` = u64::MAX).
+fn open_file_limits(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let n = |s: &str| s.parse().unwrap_or(u64::MAX);
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (n(f[3]), n(f[4]))
+}
+
+#[test]
+fn soft_open_file_limit_is_raised_to_the_hard_limit_at_start() {
+    let dead = dead_addr();
+    let (_, hard) = open_file_limits("self");
+    let expect = if hard == u64::MAX {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .expect("nr_open")
+            .trim()
+            .parse()
+            .expect("a number")
+    } else {
+        hard
+    };
+    let g = Gatehouse::start_with_open_files(&simple_config(&[dead.addr], "", ""), 256);
+    let pid = g.child.id().to_string();
+    assert_eq!(open_file_limits(&pid).0, expect, "{}", g.log());
+    assert!(
+        g.log().contains(&format!("open-file limit {expect} ")),
+        "{}",
+        g.log()
+    );
+}
+
+#[test]
+fn max_open_files_sets_the_soft_limit_and_a_low_one_is_warned_about() {
+    let dead = dead_addr();
+    let yaml = simple_config(&[dead.addr], "", "").replacen(
+        "server:\n",
+        "server:\n  max_open_files: 300\n",
+        1,
+    );
+    let g = Gatehouse::start_with_open_files(&yaml, 256);
+    let pid = g.child.id().to_string();
+    assert_eq!(open_file_limits(&pid).0, 300, "{}", g.log());
+    let log = g.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("open-file limit 300 "))
+        .unwrap_or_else(|| panic!("no open-file line in:\n{log}"));
+    assert!(line.contains("WARN") && line.contains("is low"), "{line}");
+}

@@ -140,6 +140,12 @@ pub struct ServerFile {
     /// HTTPS listeners (see config/tls.rs).
     #[serde(default)]
     pub tls: Option<super::tls::TlsFile>,
+    /// Read buffer of each client connection (plain and TLS listeners).
+    #[serde(default)]
+    pub listener_buffer: Option<Size>,
+    /// The soft open-file limit set at start (default: the hard limit).
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocolFile>,
     /// Plain listeners also accept HTTP/2 by prior knowledge.

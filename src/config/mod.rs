@@ -102,6 +102,10 @@ pub struct ServerConfig {
     /// `None` = no limit.
     pub max_body_size: Option<u64>,
     pub tls: Option<tls::TlsConfig>,
+    /// Bytes of the read buffer each client connection gets (0 = reads go to the socket).
+    pub listener_buffer: usize,
+    /// The soft open-file limit to set at start; `None` = the hard limit.
+    pub max_open_files: Option<u64>,
     /// PROXY protocol on every listener, read from these peers only.
     pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Plain listeners also take HTTP/2 by prior knowledge (h2c), as gRPC clients use.

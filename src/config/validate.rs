@@ -25,6 +25,15 @@ pub const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_WRITE: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_IDLE: usize = 250;
+/// The read buffer of each client connection (`server.listener_buffer`); see
+/// conf/gatehouse.yaml for what it costs and buys.
+pub const DEFAULT_LISTENER_BUFFER: usize = 0;
+/// Above this a connection's read buffer only costs memory: one read never brings more than
+/// a few socket buffers' worth.
+pub const MAX_LISTENER_BUFFER: u64 = 1 << 20;
+/// The fewest open files `server.max_open_files` may give: the listeners, the log, the
+/// config and a few connections.
+pub const MIN_OPEN_FILES: u64 = 64;
 
 struct Errs(Vec<ConfigError>);
 
@@ -135,6 +144,27 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             }
         }),
         h2c: s.h2c.unwrap_or(false),
+        listener_buffer: match s.listener_buffer {
+            Some(Size(n)) if n > MAX_LISTENER_BUFFER => {
+                e.push(
+                    "server.listener_buffer",
+                    format!("{n} bytes is too large (at most 1MB; 0 = no buffer)"),
+                );
+                DEFAULT_LISTENER_BUFFER
+            }
+            Some(Size(n)) => n as usize,
+            None => DEFAULT_LISTENER_BUFFER,
+        },
+        max_open_files: match s.max_open_files {
+            Some(n) if n < MIN_OPEN_FILES => {
+                e.push(
+                    "server.max_open_files",
+                    format!("must be at least {MIN_OPEN_FILES} (omit it for the hard limit)"),
+                );
+                None
+            }
+            other => other,
+        },
     };
     let demo = f
         .demo

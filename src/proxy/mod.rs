@@ -55,17 +55,6 @@ impl ProxyHttp for Gatehouse {
     /// request; gatehouse does not compress, so it is left out.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    /// HTTP/1.1 pipelining: requests a client sends before reading the previous answer are
-    /// served one after another, in order, on the same connection (RFC 9112 §9.3.2). Without
-    /// it Pingora answers the first and closes the connection. Set on each request, since the
-    /// first one's session exists only from here on.
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        if let pingora::protocols::http::ServerSession::H1(h1) = &mut *session.downstream_session {
-            h1.set_pipelining_enabled(true);
-        }
-        Ok(())
-    }
-
     /// Admission (`admit`); a refusal is answered here and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = Arc::clone(&ctx.rt);

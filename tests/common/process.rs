@@ -97,6 +97,21 @@ impl Gatehouse {
 
     /// Like `try_start`, trying the ports (`LISTEN`, `ADMIN`, `TLSADDR`) given first.
     pub fn try_start_on(yaml: &str, first: (u16, u16, u16)) -> Result<Gatehouse, String> {
+        Self::try_start_with(yaml, first, None)
+    }
+
+    /// Like `start`, the process starting with a soft open-file limit of `soft` (set by the
+    /// shell's `ulimit`, which then `exec`s the binary: the child's pid is gatehouse's).
+    pub fn start_with_open_files(yaml: &str, soft: u64) -> Gatehouse {
+        let p = free_ports(3);
+        Self::try_start_with(yaml, (p[0], p[1], p[2]), Some(soft)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_with(
+        yaml: &str,
+        first: (u16, u16, u16),
+        soft_open_files: Option<u64>,
+    ) -> Result<Gatehouse, String> {
         let mut last = String::new();
         for attempt in 0..START_ATTEMPTS {
             let ports = if attempt == 0 {
@@ -105,7 +120,7 @@ impl Gatehouse {
                 let p = free_ports(3);
                 (p[0], p[1], p[2])
             };
-            match Self::start_once(yaml, ports) {
+            match Self::start_once(yaml, ports, soft_open_files) {
                 Started::Ready(g) => return Ok(g),
                 Started::Failed(e) => return Err(e),
                 Started::PortTaken(e) => {
@@ -119,13 +134,23 @@ impl Gatehouse {
         ))
     }
 
-    fn start_once(yaml: &str, ports: (u16, u16, u16)) -> Started {
+    fn start_once(yaml: &str, ports: (u16, u16, u16), soft_open_files: Option<u64>) -> Started {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gatehouse.yaml");
         let log_path = dir.path().join("gatehouse.log");
         std::fs::write(&config_path, Self::fill(yaml, ports, &dir)).expect("write config");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(bin())
+        let mut cmd = match soft_open_files {
+            None => Command::new(bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", log_filter())
