@@ -17,10 +17,12 @@ deps:
 # redis-server: the `store: redis` tests and benches start their own on a free port.
 # websockets (Python): the burst tests' WebSocket client and echo server.
 # curl: the tutorial test runs the commands of docs/tutorial.md, which use it.
+# chromium: tests/status.rs renders the admin status page in headless Chromium.
 test-deps: deps
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then (apt-get update -qq || true) && apt-get install -y -qq $$missing; fi
 	@python3 -c 'import websockets.sync.server' 2>/dev/null || python3 -m pip install --quiet 'websockets>=13'
 

@@ -1,5 +1,6 @@
 //! The admin listener: `GET /health` (alive), `/ready` (config loaded, reload handler
-//! installed), `/metrics` (Prometheus text).
+//! installed, the span exporter started when tracing is on), `/metrics` (Prometheus text), `/status` (backends, breakers, reloads and the
+//! Redis store as JSON) and `/` (a page showing the status).
 
 use async_trait::async_trait;
 use http::Response;
@@ -7,7 +8,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::atomic::Ordering;
 
-pub struct Admin;
+pub struct Admin {
+    pub shared: crate::runtime::Shared,
+}
 
 fn text(status: u16, ctype: &str, body: String) -> Response<Vec<u8>> {
     Response::builder()
@@ -25,13 +28,19 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/health" => text(200, "text/plain", "ok\n".into()),
             "/ready" => {
-                if crate::reload::READY.load(Ordering::Acquire) {
+                if crate::reload::READY.load(Ordering::Acquire) && crate::telemetry::is_ready() {
                     text(200, "text/plain", "ready\n".into())
                 } else {
                     text(503, "text/plain", "starting\n".into())
                 }
             }
             "/metrics" => text(200, "text/plain; version=0.0.4", crate::metrics::render()),
+            "/status" => text(
+                200,
+                "application/json",
+                crate::status::json(&self.shared.load()),
+            ),
+            "/" => text(200, "text/html; charset=utf-8", crate::status::PAGE.into()),
             _ => text(404, "text/plain", "not found\n".into()),
         }
     }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
@@ -17,9 +18,12 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod reject;
 pub mod reload;
+pub mod request_id;
 pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod signals;
+pub mod status;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -1,6 +1,7 @@
 //! gatehouse command line: `gatehouse -c FILE [-d] [-u] [-t]` runs the proxy,
 //! `gatehouse check -c FILE` validates a config, `gatehouse health [--admin ADDR]` asks a
-//! running instance's admin listener whether it is alive.
+//! running instance's admin listener whether it is alive, `gatehouse schema` prints the JSON
+//! Schema of the config.
 
 use gatehouse::server::Options;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ usage: gatehouse [-c FILE] [-d] [-u] [-t]      run the proxy
        gatehouse check -c FILE                 validate a config and exit
        gatehouse health [--admin ADDR]         exit 0 if the admin /health answers 200
                                                (default 127.0.0.1:9901), else 1
+       gatehouse schema                        print the JSON Schema of the config file
 
   -c, --conf FILE   gatehouse config (default conf/gatehouse.yaml)
   -d, --daemon      run in the background
@@ -41,6 +43,23 @@ fn main() {
             Ok(()) => exit(0),
             Err(e) => {
                 eprintln!("gatehouse health: {e}");
+                exit(1)
+            }
+        }
+    }
+    if args.peek().is_some_and(|a| a == "schema") {
+        args.next();
+        if let Some(a) = args.next() {
+            usage_error(&format!("schema: unexpected argument {a:?}"));
+        }
+        let schema = gatehouse::config::schema();
+        match serde_json::to_string_pretty(&schema) {
+            Ok(text) => {
+                println!("{text}");
+                exit(0)
+            }
+            Err(e) => {
+                eprintln!("gatehouse schema: {e}");
                 exit(1)
             }
         }

@@ -10,10 +10,34 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Set once the SIGHUP handler is installed: `/ready` answers 200 from then on.
 pub static READY: AtomicBool = AtomicBool::new(false);
+
+/// The outcome of the last reload (the admin `/status` shows it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastReload {
+    pub at: SystemTime,
+    /// `Ok(generation)` swapped in, or every error of the file (the running config stayed).
+    pub result: Result<u64, String>,
+}
+
+static LAST: Mutex<Option<LastReload>> = Mutex::new(None);
+
+/// The last reload since the start, if any.
+pub fn last() -> Option<LastReload> {
+    LAST.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn record(result: Result<u64, String>) {
+    let last = LastReload {
+        at: SystemTime::now(),
+        result,
+    };
+    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+}
 
 /// Loads the file and swaps it in; returns the new generation.
 pub fn reload(path: &std::path::Path, shared: &Shared) -> Result<u64, ConfigErrors> {
@@ -65,6 +89,9 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if old.demo != new.demo {
         v.push("demo");
     }
+    if old.tracing != new.tracing {
+        v.push("tracing");
+    }
     let idle =
         |c: &config::Config| -> usize { c.backends.values().map(|b| b.max_idle_connections).sum() };
     if idle(old) != idle(new) {
@@ -100,10 +127,12 @@ impl BackgroundService for ReloadService {
                         Ok(g) => {
                             metrics().reloads.with_label_values(&["ok"]).inc();
                             metrics().config_generation.set(g as i64);
+                            record(Ok(g));
                         }
                         Err(errs) => {
                             metrics().reloads.with_label_values(&["error"]).inc();
                             error!("reload failed, keeping the running config:\n{errs}");
+                            record(Err(errs.to_string()));
                         }
                     }
                 }

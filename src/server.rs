@@ -100,6 +100,7 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         }
     };
     crate::metrics::metrics().config_generation.set(1);
+    crate::status::mark_started();
     let shared: Shared = Arc::new(ArcSwap::from_pointee(rt));
     let cfg = shared.load_full().config.clone();
 
@@ -152,7 +153,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     server.add_service(proxy);
 
     if let Some(admin) = cfg.server.admin {
-        let mut svc = Service::new("admin".to_string(), crate::admin::Admin);
+        let admin_app = crate::admin::Admin {
+            shared: shared.clone(),
+        };
+        let mut svc = Service::new("admin".to_string(), admin_app);
         svc.add_tcp(&admin.to_string());
         server.add_service(svc);
     }
@@ -160,6 +164,13 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         let mut svc = Service::new("demo upstream".to_string(), crate::demo::Demo);
         svc.add_tcp(&demo.to_string());
         server.add_service(svc);
+    }
+    if let Some(tracing) = cfg.tracing.clone() {
+        crate::telemetry::expect();
+        server.add_service(background_service(
+            "tracing",
+            crate::telemetry::TracingService { cfg: tracing },
+        ));
     }
     server.add_service(background_service(
         "upstreams",

@@ -15,61 +15,91 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------- file shapes
 
 /// `rate_limit:` at the top level or on an endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFile {
+    /// Tokens added per every to the one bucket shared by all clients (default: no shared
+    /// bucket).
     #[serde(default)]
     pub max_rate: Option<u64>,
+    /// Size of the shared bucket: the burst (default max_rate).
     #[serde(default)]
     pub capacity: Option<u64>,
+    /// Tokens added per every to each client's own bucket (default: no client bucket).
     #[serde(default)]
     pub client_max_rate: Option<u64>,
+    /// Size of each client's bucket (default client_max_rate).
     #[serde(default)]
     pub client_capacity: Option<u64>,
+    /// The period the rates refer to (default 1s).
     #[serde(default)]
     pub every: Option<Dur>,
+    /// Who a client is: ip (its address, IPv6 by /64), header (the value of header key) or
+    /// param (the path placeholder key; endpoints only) (default ip).
     #[serde(default)]
+    #[schemars(extend("enum" = ["ip", "header", "param", null]))]
     pub strategy: Option<String>,
+    /// The header name (strategy header) or placeholder name (strategy param).
     #[serde(default)]
     pub key: Option<String>,
+    /// Where the buckets live: local (this instance) or redis (shared by a fleet) (default
+    /// local).
     #[serde(default)]
+    #[schemars(extend("enum" = ["local", "redis", null]))]
     pub store: Option<String>,
+    /// store: redis only: what a decision does when Redis fails: allow, deny (503) or local
+    /// (this instance's buckets) (default local).
     #[serde(default)]
+    #[schemars(extend("enum" = ["allow", "deny", "local", null]))]
     pub on_store_failure: Option<String>,
+    /// RateLimit-Policy and RateLimit response headers (default true).
     #[serde(default)]
     pub headers: Option<bool>,
+    /// Client limits by plan, read from a request header.
     #[serde(default)]
     pub tiers: Option<TiersFile>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TiersFile {
+    /// The request header carrying the plan.
     pub key: String,
+    /// The plans, in order; the first match wins; "*" matches every value.
     pub levels: Vec<TierLevelFile>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierLevelFile {
+    /// The header value of this plan, or "*".
     pub value: String,
+    /// Tokens per every for each client of this plan.
     pub client_max_rate: u64,
+    /// Size of each client's bucket (default client_max_rate).
     #[serde(default)]
     pub client_capacity: Option<u64>,
 }
 
 /// A backend's `rate_limit:` (one bucket for the backend, no clients).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendRateLimitFile {
+    /// Tokens added per every to the backend's bucket.
     pub max_rate: u64,
+    /// Size of the bucket: the burst (default max_rate).
     #[serde(default)]
     pub capacity: Option<u64>,
+    /// The period max_rate refers to (default 1s).
     #[serde(default)]
     pub every: Option<Dur>,
+    /// Where the bucket lives: local or redis (default local).
     #[serde(default)]
+    #[schemars(extend("enum" = ["local", "redis", null]))]
     pub store: Option<String>,
+    /// store: redis only: allow, deny or local when Redis fails (default local).
     #[serde(default)]
+    #[schemars(extend("enum" = ["allow", "deny", "local", null]))]
     pub on_store_failure: Option<String>,
 }
 

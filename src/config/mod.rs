@@ -11,6 +11,7 @@ pub mod redis;
 pub mod secret;
 pub mod security;
 pub mod tls;
+pub mod tracing;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -84,7 +85,11 @@ pub struct Config {
     pub limits: limits::LimitsConfig,
     /// Resolver of DNS discovery (`None` = the system's).
     pub dns: Option<DnsConfig>,
+    /// Where request spans go (`None` = no tracing).
+    pub tracing: Option<tracing::TracingConfig>,
 }
+
+pub use tracing::TracingConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -96,6 +101,7 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
+    pub access_log_format: LogFormat,
     pub header_read_timeout: Duration,
     pub pid_file: String,
     pub upgrade_sock: String,
@@ -116,6 +122,17 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyProtocolConfig {
     pub trusted: crate::filters::ip::CidrSet,
+}
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line for people: client, request, status, duration, route, upstream, reason, ID.
+    #[default]
+    Text,
+    /// One JSON object per line, nothing around it.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,6 +267,18 @@ pub fn placeholders(pattern: &str) -> Vec<&str> {
         rest = &rest[start + len + 1..];
     }
     out
+}
+
+/// The JSON Schema (draft 2020-12) of the config file, generated from the types the file is
+/// read into, each key with its description: what `gatehouse schema` prints, for editors.
+/// It checks the shape (keys, types, choices); what only validation knows (an unknown
+/// backend, a CIDR, a certificate that does not load) is `gatehouse check`'s.
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<file::FileConfig>();
+    schema.insert("title".into(), "gatehouse configuration".into());
+    schema.to_value()
 }
 
 /// Parses YAML text into a validated `Config`.

@@ -7,10 +7,14 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// The top-level `redis:` block, used by limits with `store: redis`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisFile {
+    /// redis://[user:password@]host:port/db or redis+unix:///path; printed with its password
+    /// redacted.
     pub url: super::secret::SecretUrl,
+    /// Budget of one decision, round trip included; past it, on_store_failure decides (default
+    /// 20ms).
     #[serde(default)]
     pub timeout: Option<Dur>,
 }

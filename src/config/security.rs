@@ -11,71 +11,95 @@ use std::path::PathBuf;
 
 // ---- file shapes -------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpFile {
+    /// Peers (CIDRs or bare IPs) whose forwarding headers are believed (default: none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Headers holding the client address, tried in order (default [X-Forwarded-For, X-Real-
+    /// IP]).
     #[serde(default)]
     pub headers: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeoipFile {
+    /// Path of a MaxMind DB (GeoIP2/GeoLite2 Country or City).
     pub database: String,
+    /// Add X-Geo-Country, X-Geo-Region and X-Geo-City to upstream requests (default false).
     #[serde(default)]
     pub forward: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityFile {
+    /// Allow or deny client addresses by CIDR.
     #[serde(default)]
     pub ip_filter: Option<IpFilterFile>,
+    /// Allow or deny clients by country, region or city (needs geoip).
     #[serde(default)]
     pub geofence: Option<GeofenceFile>,
+    /// Reject automated clients by User-Agent.
     #[serde(default)]
     pub bot_detector: Option<BotDetectorFile>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpFilterFile {
+    /// allow: only the listed addresses pass; deny: the listed addresses are rejected.
+    #[schemars(extend("enum" = ["allow", "deny", null]))]
     pub mode: String,
+    /// IPv4/IPv6 CIDRs or bare IPs.
     pub cidrs: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeofenceFile {
+    /// ISO 3166-1 alpha-2 codes that pass (case-insensitive).
     #[serde(default)]
     pub allow_countries: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes rejected (case-insensitive).
     #[serde(default)]
     pub deny_countries: Vec<String>,
+    /// ISO 3166-2 codes (e.g. US-CA) that pass; needs a City database.
     #[serde(default)]
     pub allow_regions: Vec<String>,
+    /// ISO 3166-2 codes rejected; needs a City database.
     #[serde(default)]
     pub deny_regions: Vec<String>,
+    /// City names (English) or GeoNames ids that pass; needs a City database.
     #[serde(default)]
     pub allow_cities: Vec<String>,
+    /// City names (English) or GeoNames ids rejected; needs a City database.
     #[serde(default)]
     pub deny_cities: Vec<String>,
+    /// What happens to addresses the database does not know (default allow).
     #[serde(default)]
+    #[schemars(extend("enum" = ["allow", "deny", null]))]
     pub unknown: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotDetectorFile {
+    /// Exact User-Agents that always pass.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Exact User-Agents that are always rejected.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Regexes (Rust syntax); a match anywhere in the User-Agent rejects.
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// A missing or empty User-Agent is a bot (default false).
     #[serde(default)]
     pub empty_user_agent_is_bot: Option<bool>,
+    /// Verdicts cached per User-Agent (default 10000; 0 = off).
     #[serde(default)]
     pub cache_size: Option<usize>,
 }

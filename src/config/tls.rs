@@ -14,36 +14,49 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `server.tls` as written.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
+    /// HTTPS listeners, as ip:port. Fixed at start.
     pub listen: Vec<String>,
+    /// PEM certificates and keys, picked per handshake by SNI; the first is the default.
     pub certificates: Vec<CertFile>,
+    /// Lowest TLS version accepted (default "1.2"). Fixed at start.
     #[serde(default)]
+    #[schemars(extend("enum" = ["1.2", "1.3", null]))]
     pub min_version: Option<String>,
+    /// Key-exchange groups by OpenSSL name, most preferred first (default [X25519MLKEM768,
+    /// X25519, P-256, P-384]). Fixed at start.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
+    /// Offer HTTP/2 by ALPN (default true). Fixed at start.
     #[serde(default)]
     pub http2: Option<bool>,
+    /// Plain listeners answer 308 to the https URL (default false).
     #[serde(default)]
     pub redirect_http: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertFile {
+    /// PEM certificate file: the leaf first, then its chain.
     pub cert: String,
+    /// PEM private key file.
     pub key: String,
 }
 
 /// A backend's `tls` as written.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsFile {
+    /// Name sent as SNI and verified (default host_header).
     #[serde(default)]
     pub sni: Option<String>,
+    /// Verify the certificate chain and name (default true).
     #[serde(default)]
     pub verify: Option<bool>,
+    /// PEM bundle trusted instead of the system store.
     #[serde(default)]
     pub ca: Option<String>,
 }

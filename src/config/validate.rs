@@ -106,6 +106,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .and_then(|a| e.addr("server.admin.listen", &a.listen)),
         access_log: s.access_log.unwrap_or(true),
+        access_log_format: s.access_log_format.unwrap_or_default(),
         header_read_timeout: e.positive(
             "server.header_read_timeout",
             s.header_read_timeout,
@@ -292,6 +293,10 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
         ep.rate_limit = rate_limit;
     }
     let dns = dns_config(&mut e, f.dns.as_ref());
+    let tracing = f
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing_block(&mut e.0, t));
 
     if e.0.is_empty() {
         Ok(Config {
@@ -304,6 +309,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             security,
             limits,
             dns,
+            tracing,
         })
     } else {
         Err(ConfigErrors(e.0))

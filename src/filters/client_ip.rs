@@ -23,6 +23,11 @@ impl ClientIpResolver {
         ClientIpResolver { trusted, headers }
     }
 
+    /// Whether `peer` is one of `client_ip.trusted_proxies` (whose `X-Request-Id` is kept).
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        !self.trusted.is_empty() && self.trusted.contains(canonical(peer))
+    }
+
     /// The client address of a request from `peer` with `headers`. No allocation.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);

@@ -175,6 +175,19 @@ impl RedisClient {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// The store's state as the admin `/status` shows it: `idle` before the first decision
+    /// (nothing has connected yet), `up` while decisions go to Redis, `down` while they fail
+    /// fast and the background probe waits for Redis to answer again.
+    pub fn state(&self) -> &'static str {
+        if !self.is_healthy() {
+            "down"
+        } else if self.conn.get().is_none() {
+            "idle"
+        } else {
+            "up"
+        }
+    }
+
     /// Takes one token from each bucket in order at Redis's time, stopping at the first
     /// rejection: one round trip. Returns the outcomes of the buckets checked.
     pub async fn take(

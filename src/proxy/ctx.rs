@@ -20,6 +20,12 @@ pub struct Ctx {
     /// Hosts tried so far (a retry goes to another one); inline, no allocation per request.
     pub tried: smallvec::SmallVec<[SocketAddr; 2]>,
     pub upstream_start: Option<Instant>,
+    /// The last attempt's time from choosing its host to the upstream's response header.
+    pub upstream_time: Option<std::time::Duration>,
+    /// `X-Request-Id`: kept from a trusted proxy or made here (src/request_id.rs).
+    pub request_id: Option<http::HeaderValue>,
+    /// The request's span, when tracing is on (src/telemetry.rs).
+    pub span: Option<opentelemetry_sdk::trace::Span>,
     /// The client address resolved through `client_ip.trusted_proxies` (set by admission).
     pub client_ip: Option<IpAddr>,
     /// Why gatehouse answered by itself, once it has: the access log, the rejection metric
@@ -31,6 +37,8 @@ pub struct Ctx {
     pub limits: crate::limits::RequestLimits,
     /// Circuit-breaker admission, until the request's outcome is reported.
     pub breaker: Option<crate::upstream::breaker::Pass>,
+    /// Counts the request in its backend's in-flight number until the request ends.
+    pub in_flight: Option<crate::upstream::backend::InFlight>,
 }
 
 impl Ctx {
@@ -44,11 +52,15 @@ impl Ctx {
             upstream_uri: None,
             tried: smallvec::SmallVec::new(),
             upstream_start: None,
+            upstream_time: None,
+            request_id: None,
+            span: None,
             reason: None,
             client_ip: None,
             body_bytes: 0,
             limits: Default::default(),
             breaker: None,
+            in_flight: None,
         }
     }
 

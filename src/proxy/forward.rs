@@ -36,6 +36,7 @@ pub async fn gate(ctx: &mut Ctx, now: Instant) -> Result<(), Reject> {
     let limiter = ep.backend_limiter.as_ref();
     crate::limits::check_backend(limiter, clock::now_ns(now), &mut ctx.limits).await?;
     ctx.breaker = pass;
+    ctx.in_flight = Some(crate::upstream::backend::InFlight::enter(&ep.backend));
     Ok(())
 }
 
@@ -147,6 +148,12 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
     {
         upstream.insert_header(http::header::HOST, h.clone())?;
     }
+    if let Some(id) = &ctx.request_id {
+        upstream.insert_header(crate::request_id::HEADER, id.clone())?;
+    }
+    if let Some(span) = &ctx.span {
+        crate::telemetry::inject(span, upstream);
+    }
     if let Some(protocol) = ctx.endpoint().map(|e| e.backend.cfg.protocol) {
         if protocol.is_h2() {
             h2_target(upstream, client_authority, protocol)?;
@@ -203,9 +210,9 @@ pub fn responded(ctx: &mut Ctx, status: http::StatusCode) {
         return;
     };
     let backend = &ep.backend;
-    backend
-        .latency
-        .observe(now.saturating_duration_since(start).as_secs_f64());
+    let took = now.saturating_duration_since(start);
+    ctx.upstream_time = Some(took);
+    backend.latency.observe(took.as_secs_f64());
     if let Some(addr) = ctx.tried.last() {
         backend.responded(*addr);
     }

@@ -5,7 +5,7 @@ use crate::metrics::metrics;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::forward::client_addr;
 use crate::reject::Reason;
-use log::{info, warn};
+use log::warn;
 use pingora::proxy::Session;
 use pingora::Error;
 use std::net::IpAddr;
@@ -30,6 +30,20 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
     }
     if ctx.rt.config.server.access_log {
         access_log(session, ctx, status, now);
+    }
+    if let Some(span) = ctx.span.take() {
+        let req = session.req_header();
+        let outcome = crate::telemetry::Outcome {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: ctx.endpoint().map(|e| e.pattern.as_str()),
+            status,
+            client: client(session, ctx),
+            upstream: ctx.tried.last().copied(),
+            reason: ctx.reason.map(|r| r.id()),
+            request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        };
+        crate::telemetry::end(span, &outcome);
     }
     if let Some(err) = e {
         if ctx.reason.is_none() {
@@ -67,22 +81,26 @@ fn client(session: &Session, ctx: &Ctx) -> Option<IpAddr> {
 
 fn access_log(session: &Session, ctx: &Ctx, status: u16, now: Instant) {
     let req = session.req_header();
-    let client = client(session, ctx)
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "-".into());
-    let upstream = ctx
-        .tried
-        .last()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "-".into());
-    let route = ctx.endpoint().map(|e| e.pattern.as_str()).unwrap_or("");
-    info!(
-        target: "gatehouse::access",
-        "{client} \"{} {}\" {status} {:.3}ms route={:?} upstream={upstream} reason={}",
-        req.method,
-        req.uri,
-        now.saturating_duration_since(ctx.start).as_secs_f64() * 1000.0,
-        route,
-        ctx.reason.map(|r| r.id()).unwrap_or("-"),
-    );
+    let path = req
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_else(|| req.uri.path());
+    let entry = crate::access_log::Entry {
+        ts: std::time::SystemTime::now(),
+        client: client(session, ctx),
+        method: req.method.as_str(),
+        path,
+        route: ctx.endpoint().map(|e| e.pattern.as_str()),
+        status,
+        duration: now.saturating_duration_since(ctx.start),
+        upstream: ctx.tried.last().copied(),
+        upstream_time: ctx.upstream_time,
+        bytes_sent: session.as_downstream().body_bytes_sent() as u64,
+        reason: ctx.reason.map(|r| r.id()),
+        request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        tls: crate::proxy::forward::is_tls(session),
+        http_version: crate::access_log::http_version(req.version),
+    };
+    crate::access_log::emit(ctx.rt.config.server.access_log_format, &entry);
 }

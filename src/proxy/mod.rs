@@ -63,6 +63,9 @@ impl ProxyHttp for Gatehouse {
             peer: forward::client_addr(session).map(|a| a.ip()),
             tls: forward::is_tls(session),
         };
+        let id = crate::request_id::of(&rt.filters.client_ip, req.peer, &req.head.headers);
+        ctx.request_id = Some(id);
+        ctx.span = crate::telemetry::start_span(req.head);
         match admit::admit(&rt, &req, ctx).await {
             Ok(()) => Ok(false),
             Err(r) => {
@@ -153,7 +156,11 @@ impl ProxyHttp for Gatehouse {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        respond::add_ratelimit(ctx, response)
+        respond::add_ratelimit(ctx, response)?;
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(crate::request_id::HEADER, id.clone())?;
+        }
+        Ok(())
     }
 
     /// Every answer made here closes the client connection, and says so (`Connection:

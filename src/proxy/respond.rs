@@ -17,8 +17,8 @@ pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
 /// `RateLimit-Policy` and `RateLimit` values of the limits that applied to the request.
 pub type RateLimitHeaders<'a> = Option<(&'a str, &'a str)>;
 
-/// Renders the problem+json body.
-pub fn body(reason: Reason, detail: Option<&str>) -> String {
+/// Renders the problem+json body; `request_id` is the request's `X-Request-Id`.
+pub fn body(reason: Reason, detail: Option<&str>, request_id: Option<&str>) -> String {
     let mut s = String::with_capacity(160);
     s.push_str("{\"type\":\"");
     s.push_str(PROBLEM_TYPE_PREFIX);
@@ -30,6 +30,11 @@ pub fn body(reason: Reason, detail: Option<&str>) -> String {
     if let Some(d) = detail {
         s.push_str(",\"detail\":\"");
         escape_json_into(d, &mut s);
+        s.push('"');
+    }
+    if let Some(id) = request_id {
+        s.push_str(",\"request_id\":\"");
+        escape_json_into(id, &mut s);
         s.push('"');
     }
     s.push('}');
@@ -55,11 +60,12 @@ pub fn header(
     r: &Reject,
     len: usize,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<ResponseHeader> {
     let mut h = ResponseHeader::build(r.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
-    extras(&mut h, r, ratelimit)?;
+    extras(&mut h, r, ratelimit, request_id)?;
     Ok(h)
 }
 
@@ -69,6 +75,7 @@ pub fn header(
 pub fn grpc_header(
     r: &Reject,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
     content_length: bool,
 ) -> pingora::Result<ResponseHeader> {
     let mut h = ResponseHeader::build(200, Some(6))?;
@@ -82,16 +89,17 @@ pub fn grpc_header(
     if content_length {
         h.insert_header("content-length", "0")?;
     }
-    extras(&mut h, r, ratelimit)?;
+    extras(&mut h, r, ratelimit, request_id)?;
     Ok(h)
 }
 
-/// What either form of answer carries besides: `Allow`, `Location`, `Retry-After` and the
-/// RateLimit headers.
+/// What either form of answer carries besides: `Allow`, `Location`, `Retry-After`, the
+/// RateLimit headers and the request's ID.
 fn extras(
     h: &mut ResponseHeader,
     r: &Reject,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     if let Some(a) = &r.allow {
         h.insert_header("allow", a.as_str())?;
@@ -106,6 +114,9 @@ fn extras(
         h.insert_header("ratelimit-policy", policy)?;
         h.insert_header("ratelimit", state)?;
     }
+    if let Some(id) = request_id {
+        h.insert_header(crate::request_id::HEADER, id.clone())?;
+    }
     Ok(())
 }
 
@@ -115,20 +126,22 @@ pub async fn send(
     session: &mut Session,
     r: &Reject,
     ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     if crate::grpc::is_grpc(&session.req_header().headers) {
-        let h = Box::new(grpc_header(r, ratelimit, !session.is_http2())?);
+        let h = grpc_header(r, ratelimit, request_id, !session.is_http2())?;
         // Over HTTP/2 the answer is one HEADERS frame that ends the stream. Pingora's
         // session would send the header open and end the stream with an empty DATA frame,
         // so the HTTP/2 stream is written to directly (gatehouse has no response modules
         // that the session would run).
         if let ServerSession::H2(h2) = &mut *session.downstream_session {
-            return h2.write_response_header(h, true);
+            return h2.write_response_header(Box::new(h), true);
         }
-        return session.write_response_header(h, true).await;
+        return session.write_response_header(Box::new(h), true).await;
     }
-    let b = body(r.reason, r.detail.as_deref());
-    let h = header(r, b.len(), ratelimit)?;
+    let id = request_id.and_then(|v| v.to_str().ok());
+    let b = body(r.reason, r.detail.as_deref(), id);
+    let h = header(r, b.len(), ratelimit, request_id)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(h), head_only)
@@ -152,7 +165,11 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, r: Reject) -> pingora:
     }
     let headers = ctx.limits.headers();
     let ratelimit = headers.as_ref().map(|(p, s)| (p.as_str(), s.as_str()));
-    send(session, &r, ratelimit).await
+    // A request refused before admission (a malformed one) gets its ID here.
+    let id = ctx
+        .request_id
+        .get_or_insert_with(crate::request_id::new_value);
+    send(session, &r, ratelimit, Some(id)).await
 }
 
 /// Adds the RateLimit headers of the limits that applied to an answer from the upstream
@@ -228,10 +245,10 @@ mod tests {
 
     #[test]
     fn problem_body_is_json() {
-        let b = body(Reason::NotFound, Some("no \"route\"\n"));
+        let b = body(Reason::NotFound, Some("no \"route\"\n"), Some("id-1"));
         assert_eq!(
             b,
-            "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\"}"
+            "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\",\"request_id\":\"id-1\"}"
         );
     }
 
@@ -240,7 +257,7 @@ mod tests {
         let r = Reject::new(Reason::ClientRateLimit)
             .retry_after(2)
             .detail("slow down");
-        let h = grpc_header(&r, Some(("p", "s")), false).unwrap();
+        let h = grpc_header(&r, Some(("p", "s")), None, false).unwrap();
         assert_eq!(h.status.as_u16(), 200);
         assert_eq!(h.headers["content-type"], "application/grpc");
         assert_eq!(h.headers["grpc-status"], "8");
@@ -251,7 +268,7 @@ mod tests {
         assert_eq!(h.headers["retry-after"], "2");
         assert_eq!(h.headers["ratelimit"], "s");
         assert!(h.headers.get("content-length").is_none());
-        let h = grpc_header(&Reject::new(Reason::NotFound), None, true).unwrap();
+        let h = grpc_header(&Reject::new(Reason::NotFound), None, None, true).unwrap();
         assert_eq!(h.headers["grpc-status"], "12");
         assert_eq!(h.headers["content-length"], "0");
     }
@@ -259,14 +276,16 @@ mod tests {
     #[test]
     fn header_carries_the_rejection() {
         let r = Reject::new(Reason::MethodNotAllowed).allow("GET, HEAD");
-        let h = header(&r, 10, Some(("p", "s"))).unwrap();
+        let id = http::HeaderValue::from_static("id-1");
+        let h = header(&r, 10, Some(("p", "s")), Some(&id)).unwrap();
+        assert_eq!(h.headers["x-request-id"], "id-1");
         assert_eq!(h.status.as_u16(), 405);
         assert_eq!(h.headers["allow"], "GET, HEAD");
         assert_eq!(h.headers["content-length"], "10");
         assert_eq!(h.headers["ratelimit-policy"], "p");
         assert!(h.headers.get("retry-after").is_none());
         let r = Reject::new(Reason::RedirectHttps).location("https://a/");
-        let h = header(&r, 0, None).unwrap();
+        let h = header(&r, 0, None, None).unwrap();
         assert_eq!(h.status.as_u16(), 308);
         assert_eq!(h.headers["location"], "https://a/");
     }

@@ -28,6 +28,26 @@ pub struct Backend {
     pub(crate) schedule: Mutex<Schedule>,
     /// Its `gatehouse_upstream_latency_seconds` histogram, looked up once.
     pub latency: prometheus::Histogram,
+    /// Requests admitted to this backend that have not ended yet (the admin `/status`).
+    in_flight: AtomicUsize,
+}
+
+/// One request in flight to a backend, counted from the backend's gate to the request's end
+/// (when the request's context, which holds it, is dropped).
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn enter(backend: &Arc<Backend>) -> InFlight {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(backend))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +93,7 @@ impl Backend {
                 .upstream_latency
                 .with_label_values(&[name]),
             cfg,
+            in_flight: AtomicUsize::new(0),
         };
         match (&b.cfg.discovery, previous) {
             (Discovery::Static(list), _) => {
@@ -106,6 +127,11 @@ impl Backend {
 
     pub(crate) fn lock_schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests to this backend in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The current hosts (a cheap, lock-free snapshot).
