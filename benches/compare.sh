@@ -24,6 +24,12 @@
 # from a `-f` file, a CIDR -> country map converted from the same GeoIP database, a
 # stick-table rate limit too high to reject), at half of peak too (HAPROXY=0 skips them).
 # After the HTTPS rows, TLS handshakes (HS=0 skips them; see below).
+# gatehouse-h2c: gatehouse
+# passthrough to the same nginx upstream over h2c (backend `protocol: h2c`, nginx `http2` on
+# a plain listener), against the `gatehouse` row's HTTP/1.1 upstream. The gRPC rows (GRPC=0
+# skips them): unary calls by a tonic load client (benches/grpc_load.rs, CONNS connections,
+# one call at a time on each) to a tonic server, directly (grpc-upstream) and through
+# gatehouse over h2c on both sides (gatehouse-grpc).
 # Installs oha (cargo), nginx and its geoip2 module, haproxy (apt) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +49,8 @@ fi
 
 . benches/lib.sh
 UP=$(free_port); NGX=$(free_port); GHP=$(free_port); NGXS=$(free_port); GHS=$(free_port)
-GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port); HAPR=$(free_port)
+GHF=$(free_port); NGXR=$(free_port); HAP=$(free_port); HAPR=$(free_port); UPH2=$(free_port); GRPCUP=$(free_port)
+GRPC=${GRPC:-1}
 GH_FULL=${GH_FULL:-$GH}   # the binary of the full-chain row (to compare two builds)
 TLS=${TLS:-1}
 HALF=${HALF:-1}
@@ -92,6 +99,7 @@ cat > "$WORK/gatehouse.yaml" <<YAML
 version: 1
 server:
   listen: ["127.0.0.1:$GHP"]
+  h2c: true
   threads: 1
   access_log: false
   pid_file: $WORK/gh.pid
@@ -104,8 +112,16 @@ backends:
   app:
     discovery: { static: ["127.0.0.1:$UP"] }
     max_idle_connections: 256
+  app_h2c:
+    discovery: { static: ["127.0.0.1:$UPH2"] }
+    protocol: h2c
+  grpc:
+    discovery: { static: ["127.0.0.1:$GRPCUP"] }
+    protocol: h2c
 endpoints:
   - { path: "/{*rest}", backend: app }
+  - { path: "/h2c/{*rest}", backend: app_h2c }
+  - { path: "/bench.Echo/{*method}", backend: grpc }
 YAML
 
 # The full chain and nginx with the equivalent rules (benches/full_chain.py).
@@ -114,7 +130,7 @@ HAPROXY=${HAPROXY:-1}
 python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" \
   $([ "$HAPROXY" = 1 ] && echo "$HAPR")
 
-start_upstream "$WORK" "$UP"
+start_upstream "$WORK" "$UP" "$UPH2"
 nginx -c "$WORK/proxy.conf"
 nginx -c "$WORK/rules.conf"
 # HAProxy as a plain proxy too (HAPROXY=0 skips it): one thread, kept-alive upstream
@@ -171,7 +187,7 @@ run() { # name port [scheme [oha args...]]; the process is the name up to a - or
   shift $(( $# < 3 ? $# : 3 ))
   pids=$(proxy_pids "${name%%[@-]*}")
   for p in $pids; do before=$((before + $(ticks "$p"))); done
-  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port/bench" > "$WORK/$name.json"
+  oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json --insecure "$@" "$scheme://127.0.0.1:$port${RUN_PATH:-/bench}" > "$WORK/$name.json"
   for p in $pids; do after=$((after + $(ticks "$p"))); done
   python3 - "$WORK/$name.json" "$name" $((after - before)) "$HZ" <<'PY' > "$WORK/$name.line"
 import json, sys
@@ -199,7 +215,30 @@ if [ "$HAPROXY" = 1 ]; then
     "gatehouse_full: $(curl -s -o /dev/null -w '%{http_code}' -A acmebot0 "http://127.0.0.1:$GHF/")"
 fi
 run gatehouse "$GHP"
+RUN_PATH=/h2c/bench run gatehouse-h2c "$GHP"
 run gatehouse_full "$GHF"
+if [ "$GRPC" = 1 ]; then
+  # GL=path/to/grpc_load runs a load client built before.
+  [ -n "${GL:-}" ] || GL=$(cargo bench --quiet --bench grpc_load --no-run --message-format=json |
+    python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  "$GL" serve "$GRPCUP" &
+  echo $! > "$WORK/grpc_upstream.pid"
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$GRPCUP") 2>/dev/null && break; sleep 0.1; done
+  SECS=$(python3 -c 'import sys; d = sys.argv[1]; print(float(d[:-1]) * {"s": 1, "m": 60}[d[-1]])' "$DURATION")
+  grpc_run() { # name addr: the same columns as `run`
+    local name=$1 addr=$2 pids before=0 after=0 rps p50 p99 ok total cpu
+    pids=$(proxy_pids "${name%%[@-]*}")
+    for p in $pids; do before=$((before + $(ticks "$p"))); done
+    read -r rps p50 p99 ok total < <("$GL" load "$addr" "$SECS" "$CONNS")
+    for p in $pids; do after=$((after + $(ticks "$p"))); done
+    cpu=$(python3 -c 'import sys; t, hz, n, up = sys.argv[1:]; print("nan" if up == "1" else f"{int(t) / int(hz) * 1e6 / max(1, int(n)):.1f}")' \
+      $((after - before)) "$HZ" "$total" "$([ -z "$pids" ] && echo 1 || echo 0)")
+    printf "%-16s %10s %9s %9s %12s   (%s OK)\n" "$name" "$rps" "$p50" "$p99" "$cpu" "$ok/$total"
+    RPS[$name]=$rps; CPU[$name]=$cpu; P99[$name]=$p99
+  }
+  grpc_run grpc-upstream "127.0.0.1:$GRPCUP"
+  grpc_run gatehouse-grpc "127.0.0.1:$GHP"
+fi
 if [ "$TLS" = 1 ]; then
   for p in $NGXS $GHS; do
     for _ in $(seq 100); do curl -sfk "https://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
@@ -291,6 +330,11 @@ if [ "$HAPROXY" = 1 ]; then
   ratio "gatehouse/haproxy rules" gatehouse_full haproxy_rules
 fi
 ratio "full chain / passthrough" gatehouse_full gatehouse
+ratio "h2c upstream / h1 upstream" gatehouse-h2c gatehouse
+if [ "$GRPC" = 1 ]; then
+  python3 -c 'import sys; print(f"{sys.argv[1]:26} throughput x{float(sys.argv[2]) / float(sys.argv[3]):.2f}")' \
+    "gatehouse-grpc/upstream" "${RPS[gatehouse-grpc]}" "${RPS[grpc-upstream]}"
+fi
 if [ "$TLS" = 1 ]; then
   ratio "gatehouse/nginx https" gatehouse-https nginx-https
   ratio "gatehouse/nginx h2" gatehouse-h2 nginx-h2

@@ -35,6 +35,7 @@ fn backend(balance: Balance, breaker: bool) -> Backend {
             retries: 1,
             host_header: None,
             tls: None,
+            protocol: Default::default(),
         },
     )
 }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod filters;
+pub mod grpc;
 pub mod idle;
 pub mod limits;
 pub mod metrics;

@@ -223,6 +223,10 @@ pub struct ServerFile {
     /// (default: off).
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocolFile>,
+    /// Plain listeners also accept HTTP/2 by prior knowledge (h2c), as gRPC clients inside a
+    /// network connect; other connections stay HTTP/1.1 (default false).
+    #[serde(default)]
+    pub h2c: Option<bool>,
 }
 
 /// `server.proxy_protocol`: the peers whose PROXY headers are believed.
@@ -274,6 +278,10 @@ pub struct BackendFile {
     /// The hosts speak HTTPS.
     #[serde(default)]
     pub tls: Option<super::tls::BackendTlsFile>,
+    /// The HTTP version spoken to the hosts: `h1` (default), `h2` (over `tls`, by ALPN) or `h2c`
+    /// (plain, by prior knowledge).
+    #[serde(default)]
+    pub protocol: Option<String>,
     /// One bucket for all requests to this backend; empty = 503 with Retry-After.
     #[serde(default)]
     pub rate_limit: Option<super::limits::BackendRateLimitFile>,

@@ -193,6 +193,8 @@ pub struct ServerConfig {
     pub max_open_files: Option<u64>,
     /// PROXY protocol on every listener, read from these peers only.
     pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// Plain listeners also take HTTP/2 by prior knowledge (h2c), as gRPC clients use.
+    pub h2c: bool,
 }
 
 /// A validated `server.proxy_protocol` block.
@@ -240,6 +242,26 @@ pub struct BackendConfig {
     pub host_header: Option<http::HeaderValue>,
     /// `Some` = the hosts speak HTTPS.
     pub tls: Option<tls::BackendTls>,
+    /// The HTTP version spoken to the hosts.
+    pub protocol: Protocol,
+}
+
+/// The HTTP version a backend's hosts speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (one request per pooled connection at a time).
+    #[default]
+    H1,
+    /// HTTP/2 over TLS, chosen by ALPN (a host that picks HTTP/1.1 is spoken to in it).
+    H2,
+    /// HTTP/2 over plain TCP by prior knowledge.
+    H2c,
+}
+
+impl Protocol {
+    pub fn is_h2(self) -> bool {
+        self != Protocol::H1
+    }
 }
 
 /// The largest `retries` a backend may have.

@@ -144,6 +144,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 trusted: crate::filters::ip::CidrSet::new(&trusted),
             }
         }),
+        h2c: s.h2c.unwrap_or(false),
         listener_buffer: match s.listener_buffer {
             Some(Size(n)) if n > MAX_LISTENER_BUFFER => {
                 e.push(
@@ -212,6 +213,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
                 .tls
                 .as_ref()
                 .and_then(|t| super::tls::backend_tls(&p, t, b.host_header.as_deref(), &mut e.0)),
+            protocol: protocol(&mut e, &p, b),
         };
         if cfg.retries > super::MAX_RETRIES {
             e.push(
@@ -527,4 +529,30 @@ fn is_known_method(m: &http::Method) -> bool {
         M::CONNECT,
     ]
     .contains(m)
+}
+
+/// A backend's `protocol`: `h2` needs `tls` (ALPN chooses it), `h2c` is for plain hosts.
+fn protocol(e: &mut Errs, p: &str, b: &BackendFile) -> super::Protocol {
+    let path = format!("{p}.protocol");
+    let proto = match b.protocol.as_deref() {
+        None | Some("h1") => Protocol::H1,
+        Some("h2") => Protocol::H2,
+        Some("h2c") => Protocol::H2c,
+        Some(other) => {
+            e.push(path, format!("unknown protocol {other:?} (h1, h2 or h2c)"));
+            return Protocol::H1;
+        }
+    };
+    match (proto, b.tls.is_some()) {
+        (Protocol::H2, false) => e.push(
+            path,
+            "h2 is negotiated over TLS: add `tls`, or use h2c for plain hosts",
+        ),
+        (Protocol::H2c, true) => e.push(
+            path,
+            "h2c is HTTP/2 without TLS: use h2 for a backend with `tls`",
+        ),
+        _ => {}
+    }
+    proto
 }

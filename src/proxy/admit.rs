@@ -58,6 +58,9 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
     ctx.endpoint = Some(route.endpoint);
     ctx.upstream_uri = route.uri;
     ctx.deadline = ctx.start + ep.timeout;
+    if let Some(t) = grpc_timeout(req.head)? {
+        ctx.deadline = ctx.deadline.min(ctx.start + t);
+    }
     let asked = crate::limits::Request {
         head: req.head,
         ip: client,
@@ -76,6 +79,22 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
         .await;
     ctx.would_reject.merge(ctx.limits.would_reject);
     passed
+}
+
+/// The deadline a gRPC client gave its call (`grpc-timeout`); it can only shorten the
+/// endpoint's budget. A malformed value is refused.
+fn grpc_timeout(req: &RequestHeader) -> Result<Option<std::time::Duration>, Reject> {
+    let Some(v) = req.headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    if !crate::grpc::is_grpc(&req.headers) {
+        return Ok(None);
+    }
+    match crate::grpc::parse_timeout(v.as_bytes()) {
+        Some(t) => Ok(Some(t)),
+        None => Err(Reject::new(Reason::BadRequest)
+            .detail("grpc-timeout must be 1 to 8 digits and a unit (H, M, S, m, u or n)")),
+    }
 }
 
 fn user_agent(req: &RequestHeader) -> Option<&[u8]> {

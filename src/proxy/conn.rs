@@ -6,8 +6,10 @@
 //! header must be complete (an empty line seen) within `server.header_read_timeout`, or the
 //! read fails and the connection is closed. On a kept-alive connection the `logging` hook
 //! re-arms it (`rearm`): the next request's header must then complete within the limit from
-//! its first byte (idle time between requests is bounded by Pingora's keep-alive timeout). HTTP/2 connections are not
-//! wrapped (h2 has its own framing and Pingora's h2 handshake timeouts).
+//! its first byte (idle time between requests is bounded by Pingora's keep-alive timeout).
+//! HTTP/2 connections are not given the deadline (h2 has its own framing and Pingora's h2
+//! handshake timeouts). With `server.h2c`, a plain connection that opens with the HTTP/2
+//! preface is HTTP/2 by prior knowledge (`PriorKnowledge`); any other is HTTP/1.
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -134,46 +136,156 @@ impl AsyncRead for HeaderDeadline {
     }
 }
 
-impl AsyncWrite for HeaderDeadline {
-    fn poll_write(
+/// The traits of a client stream that a wrapper passes to the stream it wraps (all but
+/// reading and TLS).
+macro_rules! delegate_stream {
+    ($t:ty) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.inner).poll_write(cx, buf)
+            }
+
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.inner).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.inner).poll_shutdown(cx)
+            }
+
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+        }
+
+        #[async_trait]
+        impl Shutdown for $t {
+            async fn shutdown(&mut self) {
+                self.inner.shutdown().await
+            }
+        }
+
+        impl UniqueID for $t {
+            fn id(&self) -> UniqueIDType {
+                self.inner.id()
+            }
+        }
+
+        impl GetTimingDigest for $t {
+            fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+                self.inner.get_timing_digest()
+            }
+
+            fn get_read_pending_time(&self) -> Duration {
+                self.inner.get_read_pending_time()
+            }
+
+            fn get_write_pending_time(&self) -> Duration {
+                self.inner.get_write_pending_time()
+            }
+        }
+
+        impl GetProxyDigest for $t {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+                self.inner.get_proxy_digest()
+            }
+        }
+
+        impl GetSocketDigest for $t {
+            fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+                self.inner.get_socket_digest()
+            }
+        }
+
+        #[async_trait]
+        impl Peek for $t {
+            async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+                self.inner.try_peek(buf).await
+            }
+        }
+    };
+}
+
+delegate_stream!(HeaderDeadline);
+delegate_stream!(PriorKnowledge);
+
+/// A plain client stream that opened with the HTTP/2 preface (h2c by prior knowledge): it
+/// reports HTTP/2 as its protocol, as ALPN does for TLS, so the proxy speaks HTTP/2 on it.
+#[derive(Debug)]
+pub struct PriorKnowledge {
+    inner: Stream,
+}
+
+impl AsyncRead for PriorKnowledge {
+    fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-#[async_trait]
-impl Shutdown for HeaderDeadline {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+impl Ssl for PriorKnowledge {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        Some(ALPN::H2)
     }
 }
 
-impl UniqueID for HeaderDeadline {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain client connection opens with the HTTP/2 preface. Bytes are read only
+/// while they match it (so a short HTTP/1 request is never waited on), within `limit`, and
+/// are put back for the proxy to read.
+async fn opens_with_h2_preface(
+    l4: &mut pingora::protocols::l4::stream::Stream,
+    limit: Duration,
+) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let sniff = tokio::time::timeout(limit, async {
+        while n < buf.len() {
+            let got = l4.read(&mut buf[n..]).await?;
+            if got == 0 {
+                return Ok(false);
+            }
+            n += got;
+            if buf[..n] != H2_PREFACE[..n] {
+                return Ok(false);
+            }
+        }
+        Ok::<bool, std::io::Error>(true)
+    })
+    .await;
+    l4.rewind(&buf[..n]);
+    match sniff {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "request not started within header_read_timeout",
+        )),
     }
 }
 
@@ -188,39 +300,6 @@ impl Ssl for HeaderDeadline {
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeaderDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for HeaderDeadline {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for HeaderDeadline {
-    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for HeaderDeadline {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
     }
 }
 
@@ -246,10 +325,29 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
                 return None;
             }
         };
+        let (limit, h2c) = {
+            let rt = self.shared.load();
+            (rt.config.server.header_read_timeout, rt.config.server.h2c)
+        };
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
+        } else if h2c && stream.get_ssl().is_none() {
+            let Ok(mut l4) = stream
+                .into_any()
+                .downcast::<pingora::protocols::l4::stream::Stream>()
+            else {
+                log::info!("closing connection: h2c: not a TCP stream");
+                return None;
+            };
+            match opens_with_h2_preface(&mut l4, limit).await {
+                Ok(true) => Box::new(PriorKnowledge { inner: l4 }),
+                Ok(false) => Box::new(HeaderDeadline::new(l4, limit)),
+                Err(e) => {
+                    log::debug!("closing connection: {e}");
+                    return None;
+                }
+            }
         } else {
-            let limit = self.shared.load().config.server.header_read_timeout;
             Box::new(HeaderDeadline::new(stream, limit))
         };
         self.inner.process_new(stream, shutdown).await

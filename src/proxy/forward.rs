@@ -110,9 +110,11 @@ pub fn may_retry(session: &Session, mut e: Box<Error>, ctx: &mut Ctx, reused: bo
 }
 
 /// The request head sent upstream: the rewritten or normalised path (origin-form),
-/// X-Forwarded-For and
-/// -Proto, the X-Geo headers, and the backend's `host_header`.
+/// X-Forwarded-For and -Proto, the X-Geo headers, the backend's `host_header`, and a gRPC
+/// call's `grpc-timeout` set to what is left of its deadline.
 pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    // An HTTP/2 client's `:authority`, before a rewrite replaces the URI.
+    let client_authority = upstream.uri.authority().cloned();
     if let Some(uri) = &ctx.upstream_uri {
         upstream.set_uri(uri.clone());
     } else if !matches!(upstream.raw_path().first(), Some(b'/' | b'*')) {
@@ -132,6 +134,12 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
         upstream.insert_header("x-forwarded-for", xff)?;
     }
     crate::filters::geo_headers(&ctx.rt.filters, ctx.client_ip, upstream)?;
+    if upstream.headers.contains_key("grpc-timeout") {
+        // What is left of the call's deadline (the client's, capped by the budget): the
+        // upstream can stop working on a call nobody waits for any more.
+        let left = ctx.deadline.saturating_duration_since(Instant::now());
+        upstream.insert_header("grpc-timeout", crate::grpc::format_timeout(left))?;
+    }
     let proto = if is_tls(session) { "https" } else { "http" };
     upstream.insert_header("x-forwarded-proto", http::HeaderValue::from_static(proto))?;
     if let Some(h) = ctx
@@ -146,6 +154,48 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
     if let Some(span) = &ctx.span {
         crate::telemetry::inject(span, upstream);
     }
+    if let Some(protocol) = ctx.endpoint().map(|e| e.backend.cfg.protocol) {
+        if protocol.is_h2() {
+            h2_target(upstream, client_authority, protocol)?;
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP/2 request names its host in `:authority`, and Pingora refuses one whose `Host`
+/// differs from it: the host chosen above (the `Host` header, from `host_header` or an
+/// HTTP/1 client, else the HTTP/2 client's `:authority`) becomes the authority, with the
+/// path and query sent upstream, and the `Host` header goes.
+fn h2_target(
+    upstream: &mut RequestHeader,
+    client_authority: Option<http::uri::Authority>,
+    protocol: crate::config::Protocol,
+) -> Result<()> {
+    let authority = match upstream.headers.get(http::header::HOST) {
+        Some(h) => http::uri::Authority::try_from(h.as_bytes()).ok(),
+        None => client_authority,
+    };
+    let Some(authority) = authority else {
+        return Ok(()); // no host at all: Pingora refuses the request
+    };
+    let scheme = if protocol == crate::config::Protocol::H2c {
+        http::uri::Scheme::HTTP
+    } else {
+        http::uri::Scheme::HTTPS
+    };
+    let path = upstream
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "h2 request target", e))?;
+    upstream.set_uri(uri);
+    upstream.remove_header(&http::header::HOST);
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! Responses made by gatehouse itself: a `Reject` becomes an RFC 9457 problem+json answer,
-//! written so that the client connection stays alive (unlike Pingora's `respond_error`,
-//! which closes it); `answer` is the one place that happens. `failure` maps the error of a
+//! or for a gRPC call a Trailers-Only answer in gRPC's terms (HTTP 200 with `grpc-status`
+//! and `grpc-message`, no body), written so that the client connection stays alive (unlike
+//! Pingora's `respond_error`, which closes it); `answer` is the one place that happens. `failure` maps the error of a
 //! failed proxying attempt to what the client is told.
 
 use crate::proxy::ctx::Ctx;
 use crate::reject::{Reason, Reject};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -63,6 +65,42 @@ pub fn header(
     let mut h = ResponseHeader::build(r.status(), Some(6))?;
     h.insert_header("content-type", "application/problem+json")?;
     h.insert_header("content-length", len.to_string())?;
+    extras(&mut h, r, ratelimit, request_id)?;
+    Ok(h)
+}
+
+/// Builds the Trailers-Only answer of a rejected gRPC call: HTTP 200, its status in
+/// `grpc-status` and `grpc-message`, and the header ends the stream. `content_length`: an
+/// HTTP/1 connection needs the empty body's length to stay reusable.
+pub fn grpc_header(
+    r: &Reject,
+    ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
+    content_length: bool,
+) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(200, Some(6))?;
+    h.insert_header("content-type", "application/grpc")?;
+    let code = crate::grpc::code(r.reason) as u8;
+    h.insert_header("grpc-status", code.to_string())?;
+    h.insert_header(
+        "grpc-message",
+        crate::grpc::message(r.reason, r.detail.as_deref()),
+    )?;
+    if content_length {
+        h.insert_header("content-length", "0")?;
+    }
+    extras(&mut h, r, ratelimit, request_id)?;
+    Ok(h)
+}
+
+/// What either form of answer carries besides: `Allow`, `Location`, `Retry-After`, the
+/// RateLimit headers and the request's ID.
+fn extras(
+    h: &mut ResponseHeader,
+    r: &Reject,
+    ratelimit: RateLimitHeaders<'_>,
+    request_id: Option<&http::HeaderValue>,
+) -> pingora::Result<()> {
     if let Some(a) = &r.allow {
         h.insert_header("allow", a.as_str())?;
     }
@@ -79,17 +117,28 @@ pub fn header(
     if let Some(id) = request_id {
         h.insert_header(crate::request_id::HEADER, id.clone())?;
     }
-    Ok(h)
+    Ok(())
 }
 
 /// Sends a problem response and keeps the connection reusable. A HEAD request gets the
-/// header alone.
+/// header alone; a gRPC call (by its `content-type`) gets the gRPC form.
 pub async fn send(
     session: &mut Session,
     r: &Reject,
     ratelimit: RateLimitHeaders<'_>,
     request_id: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
+    if crate::grpc::is_grpc(&session.req_header().headers) {
+        let h = grpc_header(r, ratelimit, request_id, !session.is_http2())?;
+        // Over HTTP/2 the answer is one HEADERS frame that ends the stream. Pingora's
+        // session would send the header open and end the stream with an empty DATA frame,
+        // so the HTTP/2 stream is written to directly (gatehouse has no response modules
+        // that the session would run).
+        if let ServerSession::H2(h2) = &mut *session.downstream_session {
+            return h2.write_response_header(Box::new(h), true);
+        }
+        return session.write_response_header(Box::new(h), true).await;
+    }
     let id = request_id.and_then(|v| v.to_str().ok());
     let b = body(r.reason, r.detail.as_deref(), id);
     let h = header(r, b.len(), ratelimit, request_id)?;
@@ -201,6 +250,27 @@ mod tests {
             b,
             "{\"type\":\"urn:gatehouse:problem:not_found\",\"title\":\"No route matches this path\",\"status\":404,\"detail\":\"no \\\"route\\\"\\n\",\"request_id\":\"id-1\"}"
         );
+    }
+
+    #[test]
+    fn grpc_header_is_trailers_only() {
+        let r = Reject::new(Reason::ClientRateLimit)
+            .retry_after(2)
+            .detail("slow down");
+        let h = grpc_header(&r, Some(("p", "s")), None, false).unwrap();
+        assert_eq!(h.status.as_u16(), 200);
+        assert_eq!(h.headers["content-type"], "application/grpc");
+        assert_eq!(h.headers["grpc-status"], "8");
+        assert_eq!(
+            h.headers["grpc-message"],
+            "Too many requests from this client: slow down"
+        );
+        assert_eq!(h.headers["retry-after"], "2");
+        assert_eq!(h.headers["ratelimit"], "s");
+        assert!(h.headers.get("content-length").is_none());
+        let h = grpc_header(&Reject::new(Reason::NotFound), None, None, true).unwrap();
+        assert_eq!(h.headers["grpc-status"], "12");
+        assert_eq!(h.headers["content-length"], "0");
     }
 
     #[test]

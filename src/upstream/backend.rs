@@ -265,6 +265,7 @@ mod tests {
             retries: 1,
             host_header: None,
             tls: None,
+            protocol: Default::default(),
         }
     }
 

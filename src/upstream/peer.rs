@@ -1,4 +1,5 @@
 //! The Pingora peer of one attempt at a backend host: plain or HTTPS (SNI, verification, CA),
+//! HTTP/1.1 or HTTP/2,
 //! its timeouts bounded by what is left of the endpoint's time budget, and the key a
 //! consistent-hash backend picks its host by.
 
@@ -35,7 +36,22 @@ pub fn peer(addr: SocketAddr, cfg: &BackendConfig, remaining: Duration, upgrade:
     });
     o.write_timeout = Some(cfg.write_timeout.min(remaining));
     o.idle_timeout = Some(cfg.idle_timeout);
+    apply_protocol(&mut peer, cfg.protocol);
     peer
+}
+
+/// Concurrent streams gatehouse opens on one HTTP/2 connection to a host (fewer when the
+/// host's SETTINGS say so); more requests open more connections.
+pub const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// The HTTP version spoken to the host (also used by health checks): `h2` is offered by
+/// ALPN alone, `h2c` is spoken on a plain connection by prior knowledge. Requests to an
+/// HTTP/2 host share its connections, up to `H2_STREAMS_PER_CONNECTION` at once on each.
+pub fn apply_protocol(peer: &mut HttpPeer, protocol: crate::config::Protocol) {
+    if protocol.is_h2() {
+        peer.options.alpn = pingora::protocols::ALPN::H2;
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
 }
 
 /// Makes `peer` an HTTPS peer as a backend's `tls` says (also used by health checks).

@@ -145,6 +145,8 @@ fn checker(b: &Backend, hc: &HealthCheckConfig) -> Option<HttpHealthCheck> {
     if let Some(t) = &b.cfg.tls {
         super::peer::apply_tls(&mut check.peer_template, t);
     }
+    // ... and in the backend's HTTP version.
+    super::peer::apply_protocol(&mut check.peer_template, b.cfg.protocol);
     check.peer_template.options.connection_timeout = Some(hc.timeout);
     check.peer_template.options.read_timeout = Some(hc.timeout);
     check.peer_template.options.write_timeout = Some(hc.timeout);
