@@ -140,15 +140,6 @@ async fn read_header<S: AsyncRead + Unpin>(
     }
 }
 
-/// The trusted peers and the read limit, as the live config has them now.
-fn settings(shared: &Shared) -> Option<(CidrSet, Duration)> {
-    let rt = shared.load();
-    let s = &rt.config.server;
-    s.proxy_protocol
-        .as_ref()
-        .map(|p| (p.trusted.clone(), s.header_read_timeout))
-}
-
 /// Reads a PROXY header from `stream` if its peer is trusted, gives back the bytes after
 /// it, and makes the address it names the stream's peer. An error closes the connection.
 pub async fn accept(
@@ -189,7 +180,11 @@ pub async fn accept_plain(
     stream: pingora::protocols::Stream,
     shared: &Shared,
 ) -> Result<pingora::protocols::Stream, String> {
-    let Some((trusted, limit)) = settings(shared) else {
+    // The live config (a reload can turn it on or off), borrowed: nothing is copied per
+    // connection.
+    let rt = shared.load_full();
+    let server = &rt.config.server;
+    let Some(pp) = &server.proxy_protocol else {
         return Ok(stream);
     };
     if stream.get_ssl().is_some() {
@@ -199,7 +194,7 @@ pub async fn accept_plain(
         Ok(l4) => l4,
         Err(_) => return Err("PROXY protocol: not a TCP stream".into()),
     };
-    accept(&mut l4, &trusted, limit).await?;
+    accept(&mut l4, &pp.trusted, server.header_read_timeout).await?;
     Ok(l4)
 }
 
@@ -211,13 +206,17 @@ pub struct BeforeTls {
 #[async_trait]
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        let Some((trusted, limit)) = settings(&self.shared) else {
+        let rt = self.shared.load_full();
+        let server = &rt.config.server;
+        let Some(pp) = &server.proxy_protocol else {
             return Ok(());
         };
-        accept(stream, &trusted, limit).await.map_err(|e| {
-            log::info!("closing connection: {e}");
-            pingora::Error::explain(pingora::ErrorType::AcceptError, e)
-        })
+        accept(stream, &pp.trusted, server.header_read_timeout)
+            .await
+            .map_err(|e| {
+                log::info!("closing connection: {e}");
+                pingora::Error::explain(pingora::ErrorType::AcceptError, e)
+            })
     }
 }
 
