@@ -35,7 +35,7 @@ run: build
 test: test-deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo test --all-targets
+	cargo test --all-targets --no-fail-fast
 
 bench: build test-deps
 	cargo bench

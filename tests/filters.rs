@@ -528,7 +528,8 @@ fn dry_run_filters_let_the_request_pass_and_count_what_they_would_refuse() {
         g.metric("gatehouse_would_reject_total{reason=\"bot_detector\"}"),
         2.0
     );
-    let log = g.log();
+    g.wait_log_lines("\"GET /x", 2);
+    let log = g.wait_log_lines("\"GET /strict", 1);
     let line = |target: &str| {
         log.lines()
             .find(|l| l.contains(target))

@@ -357,7 +357,7 @@ fn a_dry_run_limit_passes_counts_logs_and_lets_later_buckets_decide() {
         g.metric("gatehouse_rejections_total{reason=\"client_rate_limit\"}"),
         0.0
     );
-    let log = g.log();
+    let log = g.wait_log_lines("\"GET /x", 4);
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"GET /x")).collect();
     assert_eq!(lines.len(), 4, "{log}");
     assert!(!lines[0].contains("would_reject"), "{}", lines[0]);

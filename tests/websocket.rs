@@ -128,8 +128,8 @@ fn a_tunnel_is_reported_and_holds_its_slot_until_it_closes() {
     });
     let latency = g.metric("gatehouse_upstream_latency_seconds_count{backend=\"app\"}");
     assert_eq!(latency, 2.0);
-    let log = g.log();
     let line = "\"GET /ws\" 101 ";
+    let log = g.wait_log_lines(line, 2);
     let logged: Vec<&str> = log.lines().filter(|l| l.contains(line)).collect();
     assert_eq!(logged.len(), 2, "{log}");
     assert!(

@@ -216,6 +216,17 @@ impl Gatehouse {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The log, once at least `n` of its lines contain `needle`. The access-log line is
+    /// written after the response has gone out, so a client can see its answer before the
+    /// line exists: tests that count lines wait for them.
+    pub fn wait_log_lines(&self, needle: &str, n: usize) -> String {
+        let what = format!("{n} log lines containing {needle:?}");
+        wait_for(&what, Duration::from_secs(10), || {
+            let log = self.log();
+            (log.lines().filter(|l| l.contains(needle)).count() >= n).then_some(log)
+        })
+    }
+
     pub fn metrics(&self) -> String {
         get(self.admin, "/metrics", &[]).text()
     }
