@@ -170,27 +170,29 @@ impl BackgroundService for ReloadService {
                 _ = shutdown.changed() => break,
                 _ = poll.tick() => match refresh_lists(&self.shared, &mut failed) {
                     None => {}
+                    // The counters move last, once the generation, the log line and the
+                    // status are there: whoever waits on a counter sees all of them.
                     Some(Ok(g)) => {
-                        metrics().list_reloads.with_label_values(&["ok"]).inc();
                         metrics().config_generation.set(g as i64);
+                        metrics().list_reloads.with_label_values(&["ok"]).inc();
                     }
                     Some(Err(errs)) => {
-                        metrics().list_reloads.with_label_values(&["error"]).inc();
                         error!("list reload failed, keeping the running lists:\n{errs}");
+                        metrics().list_reloads.with_label_values(&["error"]).inc();
                     }
                 },
                 got = hup.recv() => {
                     if got.is_none() { break; }
                     match reload(&self.path, &self.shared) {
                         Ok(g) => {
-                            metrics().reloads.with_label_values(&["ok"]).inc();
                             metrics().config_generation.set(g as i64);
                             record(Ok(g));
+                            metrics().reloads.with_label_values(&["ok"]).inc();
                         }
                         Err(errs) => {
-                            metrics().reloads.with_label_values(&["error"]).inc();
                             error!("reload failed, keeping the running config:\n{errs}");
                             record(Err(errs.to_string()));
+                            metrics().reloads.with_label_values(&["error"]).inc();
                         }
                     }
                 }

@@ -579,10 +579,10 @@ async fn rejections_are_grpc_statuses() {
 
     // Each answer was a gatehouse rejection, counted by its reason.
     for reason in ["not_found", "ip_filter", "client_rate_limit", "bad_gateway"] {
-        let n = g.metric(&format!(
-            "gatehouse_rejections_total{{reason=\"{reason}\"}}"
-        ));
-        assert!(n >= 1.0, "{reason}: {n}");
+        let metric = format!("gatehouse_rejections_total{{reason=\"{reason}\"}}");
+        common::wait_for(&metric, Duration::from_secs(5), || {
+            (g.metric(&metric) >= 1.0).then_some(())
+        });
     }
 }
 

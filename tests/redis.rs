@@ -407,7 +407,7 @@ fn a_silent_redis_times_out_then_recovers() {
     let yaml = fleet_config(
         &redis.url(),
         up.addr,
-        "200ms",
+        "1s",
         r#"  - path: /deny
     backend: app
     rate_limit: { max_rate: 100, every: 1h, store: redis, on_store_failure: deny }
@@ -421,7 +421,7 @@ fn a_silent_redis_times_out_then_recovers() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("rate_limit_store_unavailable"));
     // it waited for the budget (not for a reconnect), then gave up
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(
         g.metric("gatehouse_redis_errors_total{kind=\"timeout\"}"),
         1.0,
@@ -431,7 +431,10 @@ fn a_silent_redis_times_out_then_recovers() {
     // while the probe waits, decisions fail over at once
     let started = std::time::Instant::now();
     assert_eq!(status(&g, "/deny", &[]), 503);
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "failed over without waiting for the 1 s timeout"
+    );
     redis.pause(false);
     wait_for(
         "a /deny request decided by Redis",
@@ -949,7 +952,7 @@ fn fleet_instances_share_the_limit_locally() {
     drop(c.take());
     wait_for(
         "the others to count two",
-        3 * hb + Duration::from_millis(700),
+        3 * hb + Duration::from_secs(3),
         || {
             [&a, &b]
                 .iter()

@@ -267,24 +267,25 @@ fn silent_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsi
 fn a_tunnel_is_idle_only_when_neither_side_sends() {
     use std::io::Read;
     let (upstream, seen) = silent_upstream();
-    let idle = Duration::from_millis(500);
+    let idle = Duration::from_secs(1);
     let g = Gatehouse::start(&simple_config(
         &[upstream],
-        "    timeouts: { tunnel_idle: 500ms }",
+        "    timeouts: { tunnel_idle: 1s }",
         "",
     ));
     let mut c = Conn::open(g.addr).unwrap();
     c.send_raw(upgrade("/ws", "").as_bytes()).unwrap();
     assert_eq!(c.read_response().unwrap().status, 101);
     // Talking for more than twice the idle time, a byte every fifth of it.
+    let mut quiet = std::time::Instant::now();
     for _ in 0..12 {
         c.send_raw(b"x").unwrap();
+        quiet = std::time::Instant::now();
         std::thread::sleep(idle / 5);
     }
     wait_for("the bytes upstream", Duration::from_secs(5), || {
         (seen.load(std::sync::atomic::Ordering::SeqCst) == 12).then_some(())
     });
-    let quiet = std::time::Instant::now();
     let mut b = [0u8; 1];
     assert_eq!(
         c.reader.read(&mut b).unwrap_or(0),
