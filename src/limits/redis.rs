@@ -381,9 +381,12 @@ fn source(cfg: &RedisConfig) -> redis::RedisResult<Source> {
     })
 }
 
-fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+/// A connection manager whose own response timeout is `redis.timeout` (as the cluster
+/// client's): redis-rs's default of 500 ms would otherwise cut a longer `redis.timeout` short.
+fn manager(client: redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(timeout.max(Duration::from_millis(100))))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
@@ -424,11 +427,13 @@ impl RedisClient {
             return Ok((*c).clone());
         }
         let c = match &self.source {
-            Source::One(client) => manager(client.clone()).map(Conn::One),
+            Source::One(client) => manager(client.clone(), self.cfg.timeout).map(Conn::One),
             Source::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
             Source::Sentinel(s) => {
                 let client = s.lock().await.async_get_client().await;
-                client.and_then(manager).map(Conn::One)
+                client
+                    .and_then(|c| manager(c, self.cfg.timeout))
+                    .map(Conn::One)
             }
         };
         let c = c.map_err(|e| {
