@@ -70,6 +70,18 @@ pub fn lean_tls(settings: &mut TlsSettings) {
     settings.set_read_ahead(true);
 }
 
+/// The HTTP/2 server settings of `server.h2`, on top of Pingora's bounded defaults (its
+/// limit on a request's decoded header list is kept).
+pub fn h2_options(
+    s: &crate::config::H2Settings,
+) -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    o.max_concurrent_streams(s.max_concurrent_streams)
+        .initial_window_size(s.stream_window)
+        .initial_connection_window_size(s.connection_window);
+    o
+}
+
 /// Builds the Pingora server for `cfg` and runs it; never returns.
 pub fn run(cfg: Config, opts: Options) -> ! {
     match crate::open_files::apply(cfg.server.max_open_files) {
@@ -111,12 +123,14 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     // read deadline (`server.header_read_timeout`, src/proxy/conn.rs),
     // and whose HTTP/1 waits (between requests, for the rest of a header) hold no per-request
     // state (src/idle.rs).
+    let mut http = pingora::proxy::http_proxy(
+        &server.configuration,
+        Gatehouse::new(shared.clone(), &server.configuration),
+    );
+    http.h2_options = Some(h2_options(&cfg.server.h2));
     let app = crate::proxy::conn::Edge {
         inner: Arc::new(crate::idle::Lean {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                &server.configuration,
-                Gatehouse::new(shared.clone(), &server.configuration),
-            )),
+            inner: Arc::new(http),
         }),
         shared: shared.clone(),
     };

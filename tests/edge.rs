@@ -543,3 +543,65 @@ fn body_limit_by_length_and_by_count() {
         || (g.metric("gatehouse_rejections_total{reason=\"body_too_large\"}") >= 2.0).then_some(()),
     );
 }
+
+/// What an h2c client learns from gatehouse's SETTINGS and WINDOW_UPDATE frames: the
+/// stream limit, and how many request body bytes it may send before gatehouse has read any.
+fn h2_settings_seen(addr: std::net::SocketAddr) -> (usize, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // (the client's own send buffer, 400 KiB by default, would cap the grant)
+        let (mut client, mut conn) = h2::client::Builder::new()
+            .max_send_buffer_size(4 << 20)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let req = http::Request::post("http://t/x").body(()).unwrap();
+        let (_resp, mut send) = client.send_request(req, false).unwrap();
+        // Ask for 1 MiB: the grant is the smaller of the stream's and the connection's window.
+        send.reserve_capacity(1 << 20);
+        let grant = async {
+            let mut best = 0;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            while let Ok(Some(Ok(_))) =
+                tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| send.poll_capacity(cx)))
+                    .await
+            {
+                best = best.max(send.capacity());
+                if best >= 1 << 20 {
+                    break;
+                }
+            }
+            best.max(send.capacity())
+        };
+        let granted = tokio::select! {
+            g = grant => g,
+            _ = &mut conn => panic!("the connection ended"),
+        };
+        (conn.max_concurrent_send_streams(), granted)
+    })
+}
+
+#[test]
+fn h2_settings_are_offered_to_clients() {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let addr = up.addr.to_string();
+    // The defaults: Pingora's 100 streams and HTTP/2's initial 64 KiB - 1 windows.
+    let g = Gatehouse::start(&config(&addr, "  h2c: true", ""));
+    assert_eq!(h2_settings_seen(g.addr), (100, 65_535));
+    drop(g);
+    let g = Gatehouse::start(&config(
+        &addr,
+        "  h2c: true\n  h2: { max_concurrent_streams: 7, stream_window: 1MB, connection_window: 2MB }",
+        "",
+    ));
+    assert_eq!(h2_settings_seen(g.addr), (7, 1 << 20));
+    // A window HTTP/2 cannot announce is a config error naming the key.
+    let err = Gatehouse::try_start(&config(&addr, "  h2: { stream_window: 1KB }", ""))
+        .err()
+        .expect("refused");
+    assert!(err.contains("server.h2.stream_window"), "{err}");
+}

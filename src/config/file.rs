@@ -227,6 +227,22 @@ pub struct ServerFile {
     /// network connect; other connections stay HTTP/1.1 (default false).
     #[serde(default)]
     pub h2c: Option<bool>,
+    /// HTTP/2 settings offered to clients, over TLS and h2c (restart to change).
+    #[serde(default)]
+    pub h2: Option<H2File>,
+}
+
+/// `server.h2`: the HTTP/2 settings gatehouse offers its clients.
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct H2File {
+    /// Streams a client may have open at once on one connection (default 100).
+    pub max_concurrent_streams: Option<u32>,
+    /// Flow-control window of each stream: request body bytes a client may send before
+    /// gatehouse has passed them on (default 64KB).
+    pub stream_window: Option<Size>,
+    /// Flow-control window of the whole connection (default 64KB).
+    pub connection_window: Option<Size>,
 }
 
 /// `server.proxy_protocol`: the peers whose PROXY headers are believed.

@@ -195,6 +195,28 @@ pub struct ServerConfig {
     pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Plain listeners also take HTTP/2 by prior knowledge (h2c), as gRPC clients use.
     pub h2c: bool,
+    /// The HTTP/2 settings offered to clients.
+    pub h2: H2Settings,
+}
+
+/// A validated `server.h2` block: what gatehouse announces in its HTTP/2 SETTINGS frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    pub max_concurrent_streams: u32,
+    /// Bytes; at most 2^31 - 1.
+    pub stream_window: u32,
+    pub connection_window: u32,
+}
+
+impl Default for H2Settings {
+    /// Pingora's bound on streams and the HTTP/2 protocol's initial windows (64 KiB - 1).
+    fn default() -> Self {
+        H2Settings {
+            max_concurrent_streams: 100,
+            stream_window: 65_535,
+            connection_window: 65_535,
+        }
+    }
 }
 
 /// A validated `server.proxy_protocol` block.

@@ -35,6 +35,48 @@ pub const MAX_LISTENER_BUFFER: u64 = 1 << 20;
 /// config and a few connections.
 pub const MIN_OPEN_FILES: u64 = 64;
 
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+const MAX_H2_WINDOW: u64 = (1 << 31) - 1;
+
+/// `server.h2`, each value checked against what HTTP/2 allows.
+fn h2_settings(f: Option<&H2File>, e: &mut Errs) -> H2Settings {
+    let d = H2Settings::default();
+    let Some(f) = f else { return d };
+    let mut window = |key: &str, v: Option<Size>, default: u32| match v {
+        Some(Size(n)) if !(65_535..=MAX_H2_WINDOW).contains(&n) => {
+            e.push(
+                key,
+                format!("{n} bytes is outside HTTP/2's window (64KB - 1 to 2GB - 1)"),
+            );
+            default
+        }
+        Some(Size(n)) => n as u32,
+        None => default,
+    };
+    let stream_window = window("server.h2.stream_window", f.stream_window, d.stream_window);
+    let connection_window = window(
+        "server.h2.connection_window",
+        f.connection_window,
+        d.connection_window,
+    );
+    let max_concurrent_streams = match f.max_concurrent_streams {
+        Some(0) => {
+            e.push(
+                "server.h2.max_concurrent_streams",
+                "0 would refuse every request; at least 1",
+            );
+            d.max_concurrent_streams
+        }
+        Some(n) => n,
+        None => d.max_concurrent_streams,
+    };
+    H2Settings {
+        max_concurrent_streams,
+        stream_window,
+        connection_window,
+    }
+}
+
 struct Errs(Vec<ConfigError>);
 
 impl Errs {
@@ -145,6 +187,7 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             }
         }),
         h2c: s.h2c.unwrap_or(false),
+        h2: h2_settings(s.h2.as_ref(), &mut e),
         listener_buffer: match s.listener_buffer {
             Some(Size(n)) if n > MAX_LISTENER_BUFFER => {
                 e.push(
