@@ -152,11 +152,17 @@ impl RouteLimiter {
     }
 
     /// Whether the client is on the block's `exempt` list (counted when it is).
-    #[inline]
+    #[inline(always)]
     pub(super) fn exempts(&self, ip: Option<IpAddr>) -> bool {
-        let (Some(set), Some(ip)) = (&self.exempt, ip) else {
-            return false;
-        };
+        match (&self.exempt, ip) {
+            (Some(set), Some(ip)) => self.on_exempt_list(set, ip),
+            _ => false,
+        }
+    }
+
+    /// Out of line: a block without `exempt` pays one test in `exempts`, not this.
+    #[inline(never)]
+    fn on_exempt_list(&self, set: &crate::filters::ip::CidrSet, ip: IpAddr) -> bool {
         if !set.contains(ip) {
             return false;
         }
@@ -171,16 +177,29 @@ impl RouteLimiter {
     /// `client_max_concurrent`: takes the client's in-flight slot (kept in `state` until the
     /// request ends) or refuses with 429 and `Retry-After: 1`. With `dry_run`, the slot is
     /// taken and the refusal only noted.
-    #[inline]
+    #[inline(always)]
     pub(super) fn check_concurrency(
         &self,
         r: &Request<'_>,
         param: Option<Key>,
         state: &mut RequestLimits,
     ) -> Result<(), Reject> {
-        let (Some(table), Some(max)) = (&self.inflight, self.cfg.client_max_concurrent) else {
-            return Ok(());
-        };
+        match (&self.inflight, self.cfg.client_max_concurrent) {
+            (Some(table), Some(max)) => self.take_client_slot(table, max, r, param, state),
+            _ => Ok(()),
+        }
+    }
+
+    /// Out of line: a block without `client_max_concurrent` pays one test, not this.
+    #[inline(never)]
+    fn take_client_slot(
+        &self,
+        table: &Arc<ClientInflight>,
+        max: usize,
+        r: &Request<'_>,
+        param: Option<Key>,
+        state: &mut RequestLimits,
+    ) -> Result<(), Reject> {
         let key = self.client_key(r.head, r.ip, param);
         let slot = match table.acquire(key, max, self.cfg.dry_run) {
             Acquired::Admitted(slot) => slot,
