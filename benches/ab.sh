@@ -8,6 +8,13 @@
 #   benches/ab.sh /tmp/gh-before /tmp/gh-after
 #   ROUNDS=5 DURATION=8s CONNS=64 benches/ab.sh /tmp/gh-before /tmp/gh-after
 #   CEILING=target/release/examples/h1_ceiling HAPROXY=1 benches/ab.sh /tmp/gh
+#   benches/ab.sh /tmp/gh /tmp/gh,max_idle=16           # one build, two settings
+#   H2C=1 benches/ab.sh /tmp/gh "/tmp/gh,server=h2: { stream_window: 1MB }"
+#
+# A target is a binary, optionally with one knob after a comma: `max_idle=N` (the backend's
+# max_idle_connections, which sizes Pingora's upstream keep-alive pool; default 256) or
+# `server=LINE` (a line added under `server:`). H2C=1 sends the load over HTTP/2 by prior
+# knowledge (oha --http2, 8 streams per connection) to plain listeners with `server.h2c`.
 #
 # CEILING=path adds the h1_ceiling example (plain HTTP/1 passthrough on pingora-core alone)
 # as one more target, HAPROXY=1 HAProxy as a plain proxy (one thread, kept-alive upstream
@@ -30,16 +37,29 @@ start_upstream "$WORK" "$UP"
 declare -A PORT
 TARGETS=()
 i=0
-for bin in "$@"; do
+H2C=${H2C:-0}
+OHA_PROTO=()
+[ "$H2C" = 1 ] && OHA_PROTO=(--http2 -p 8)
+for target in "$@"; do
   i=$((i + 1))
+  bin=${target%%,*}
+  knob=(); [ "$bin" != "$target" ] && knob=("${target#*,}")
+  extra=()
+  [ "$H2C" = 1 ] && extra+=(--server "h2c: true")
+  case "${knob[0]:-}" in
+    "") ;;
+    max_idle=*) extra+=(--max-idle "${knob[0]#max_idle=}") ;;
+    server=*) extra+=(--server "${knob[0]#server=}") ;;
+    *) echo "unknown knob: ${knob[0]}" >&2; exit 2 ;;
+  esac
   for kind in pass full; do
     name="b$i-$kind"; port=$(free_port); PORT[$name]=$port; TARGETS+=("$name")
-    python3 benches/full_chain.py $([ $kind = pass ] && echo --passthrough) \
+    python3 benches/full_chain.py $([ $kind = pass ] && echo --passthrough) "${extra[@]}" \
       "$WORK/$name.yaml" "$port" "$UP" "$PWD/geoip-fixtures/cities.mmdb"
     RUST_LOG=warn "$bin" -c "$WORK/$name.yaml" 2>"$WORK/$name.err" &
     echo $! > "$WORK/$name.proc.pid"
   done
-  echo "b$i = $bin"
+  echo "b$i = $target"
 done
 if [ -n "${CEILING:-}" ]; then
   port=$(free_port); PORT[ceiling]=$port; TARGETS+=(ceiling)
@@ -77,7 +97,7 @@ done
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     pid=$(cat "$WORK/$t.proc.pid"); before=$(ticks "$pid")
-    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/bench" > "$WORK/$t.$r.json"
+    oha -z "$DURATION" -c "$CONNS" "${OHA_PROTO[@]}" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/bench" > "$WORK/$t.$r.json"
     after=$(ticks "$pid")
     echo "$t $((after - before))" >> "$WORK/ticks"
   done

@@ -17,8 +17,17 @@ args = sys.argv[1:]
 passthrough = args[:1] == ["--passthrough"]
 if passthrough:
     args = args[1:]
+# Knobs for A/B runs: --server LINE adds a line under `server:` (repeatable), --max-idle N
+# sets the backend's max_idle_connections (default 256).
+server_extra, max_idle = [], "256"
+while args[:1] in (["--server"], ["--max-idle"]):
+    if args[0] == "--server":
+        server_extra.append(args[1])
+    else:
+        max_idle = args[1]
+    args = args[2:]
 if len(args) not in (4, 5, 6):
-    sys.exit("usage: full_chain.py [--passthrough] GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT"
+    sys.exit("usage: full_chain.py [--passthrough] [--server LINE]... [--max-idle N] GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT"
              " MMDB [NGINX_PORT [HAPROXY_PORT]]\n  --passthrough: the same server and backend, no filter,"
              " limit or breaker\n  NGINX_PORT: also write rules.conf next to GATEHOUSE_YAML")
 out, port, up, mmdb = args[:4]
@@ -65,10 +74,10 @@ server:
   access_log: false
   pid_file: {work}/{name}.pid
   upgrade_sock: {work}/{name}.sock
-{chain}backends:
+{"".join(f"  {l}{chr(10)}" for l in server_extra)}{chain}backends:
   app:
     discovery: {{ static: ["127.0.0.1:{up}"] }}
-    max_idle_connections: 256
+    max_idle_connections: {max_idle}
 {breaker}endpoints:
   - {{ path: "/{{*rest}}", backend: app }}
 """)
