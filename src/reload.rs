@@ -130,6 +130,12 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if tls_listeners(old) != tls_listeners(new) {
         v.push("server.tls (listen, min_version, groups, http2)");
     }
+    if o.h2 != n.h2 {
+        v.push("server.h2");
+    }
+    if o.listener_buffer != n.listener_buffer {
+        v.push("server.listener_buffer");
+    }
     if old.demo != new.demo {
         v.push("demo");
     }
@@ -217,5 +223,13 @@ mod tests {
         );
         let new = config::parse(&base.replace("}", ", threads: 3 }")).unwrap();
         assert_eq!(restart_only_changes(&old, &new), vec!["server.threads"]);
+        let new =
+            config::parse(&base.replace("}", ", h2: { max_concurrent_streams: 9 } }")).unwrap();
+        assert_eq!(restart_only_changes(&old, &new), vec!["server.h2"]);
+        let new = config::parse(&base.replace("}", ", listener_buffer: 4KB }")).unwrap();
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            vec!["server.listener_buffer"]
+        );
     }
 }

@@ -239,9 +239,9 @@ pub struct H2File {
     /// Streams a client may have open at once on one connection (default 100).
     pub max_concurrent_streams: Option<u32>,
     /// Flow-control window of each stream: request body bytes a client may send before
-    /// gatehouse has passed them on (default 64KB).
+    /// gatehouse has passed them on (default 65,535 bytes, HTTP/2's initial window).
     pub stream_window: Option<Size>,
-    /// Flow-control window of the whole connection (default 64KB).
+    /// Flow-control window of the whole connection (default 65,535 bytes).
     pub connection_window: Option<Size>,
 }
 
