@@ -10,51 +10,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/grpc_service.rs"]
+mod grpc_service;
+
+use grpc_service::{msg, Body, Codec, Msg, Serve};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
-    #[prost(string, tag = "1")]
-    text: String,
-}
-
-type Codec = tonic_prost::ProstCodec<Msg, Msg>;
 const PATH: &str = "/bench.Echo/Unary";
 
-#[derive(Clone)]
-struct Echo;
-
-impl tower::Service<http::Request<tonic::body::Body>> for Echo {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(async move {
-            let mut g = tonic::server::Grpc::new(Codec::default());
-            let echo = tower::service_fn(|r: Request<Msg>| async move {
-                Ok::<_, Status>(Response::new(r.into_inner()))
-            });
-            Ok(g.unary(echo, req).await)
-        })
-    }
+/// The unary echo: every call is answered with its own message.
+async fn echo(req: http::Request<Body>) -> http::Response<Body> {
+    let mut g = tonic::server::Grpc::new(Codec::default());
+    let echo = tower::service_fn(|r: Request<Msg>| async move {
+        Ok::<_, Status>(Response::new(r.into_inner()))
+    });
+    g.unary(echo, req).await
 }
 
 async fn serve(listener: tokio::net::TcpListener) {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .serve_with_incoming(Echo, incoming)
+        .serve_with_incoming(Serve(echo), incoming)
         .await
         .expect("serve");
 }
@@ -79,13 +57,7 @@ async fn load(addr: SocketAddr, secs: f64, conns: usize) -> (f64, f64, f64, usiz
                 let t = Instant::now();
                 g.ready().await.unwrap();
                 let r = g
-                    .unary(
-                        Request::new(Msg {
-                            text: "hello".into(),
-                        }),
-                        path.clone(),
-                        Codec::default(),
-                    )
+                    .unary(Request::new(msg("hello")), path.clone(), Codec::default())
                     .await;
                 lat.push(t.elapsed());
                 total += 1;

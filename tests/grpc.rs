@@ -17,18 +17,10 @@ use std::time::{Duration, Instant};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
-/// The one message of the test service.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Msg {
-    #[prost(string, tag = "1")]
-    text: String,
-}
+#[path = "common/grpc_service.rs"]
+mod grpc_service;
+use grpc_service::{msg, Codec, Msg, Serve};
 
-fn msg(text: &str) -> Msg {
-    Msg { text: text.into() }
-}
-
-type Codec = tonic_prost::ProstCodec<Msg, Msg>;
 type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
 
 // ---------------------------------------------------------------------------------------
@@ -90,35 +82,17 @@ async fn bidi(req: Request<tonic::Streaming<Msg>>) -> Result<Response<MsgStream>
     Ok(Response::new(Box::pin(out)))
 }
 
-#[derive(Clone)]
-struct Echo;
-
-impl tower::Service<http::Request<tonic::body::Body>> for Echo {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(async move {
-            let mut g = tonic::server::Grpc::new(Codec::default());
-            use tower::service_fn as svc;
-            Ok(match req.uri().path() {
-                "/t.Echo/Unary" => g.unary(svc(unary), req).await,
-                "/t.Echo/ServerStream" => g.server_streaming(svc(server_stream), req).await,
-                "/t.Echo/ClientStream" => g.client_streaming(svc(client_stream), req).await,
-                "/t.Echo/Bidi" => g.streaming(svc(bidi), req).await,
-                // Anything else (a health check): 200, so the host stays healthy.
-                _ => http::Response::new(tonic::body::Body::empty()),
-            })
-        })
+/// `t.Echo`'s methods by path.
+async fn echo(req: http::Request<grpc_service::Body>) -> http::Response<grpc_service::Body> {
+    let mut g = tonic::server::Grpc::new(Codec::default());
+    use tower::service_fn as svc;
+    match req.uri().path() {
+        "/t.Echo/Unary" => g.unary(svc(unary), req).await,
+        "/t.Echo/ServerStream" => g.server_streaming(svc(server_stream), req).await,
+        "/t.Echo/ClientStream" => g.client_streaming(svc(client_stream), req).await,
+        "/t.Echo/Bidi" => g.streaming(svc(bidi), req).await,
+        // Anything else (a health check): 200, so the host stays healthy.
+        _ => http::Response::new(grpc_service::Body::empty()),
     }
 }
 
@@ -143,7 +117,7 @@ async fn h2c_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         accepted.clone(),
     );
-    tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(Echo, incoming));
+    tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(Serve(echo), incoming));
     (addr, accepted)
 }
 
@@ -238,7 +212,7 @@ async fn tls_upstream(cert: &common::tls::Issued) -> SocketAddr {
     });
     tokio::spawn(
         tonic::transport::Server::builder()
-            .serve_with_incoming(Echo, tokio_stream::wrappers::ReceiverStream::new(rx)),
+            .serve_with_incoming(Serve(echo), tokio_stream::wrappers::ReceiverStream::new(rx)),
     );
     addr
 }
