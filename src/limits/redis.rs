@@ -317,7 +317,7 @@ fn source(cfg: &RedisConfig) -> redis::RedisResult<Source> {
                 .collect::<redis::RedisResult<Vec<_>>>()?;
             let mut b = redis::cluster::ClusterClientBuilder::new(infos)
                 .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(cfg.timeout.max(Duration::from_millis(100)))
+                .response_timeout(cfg.timeout.max(PROBE_TIMEOUT))
                 .retries(2)
                 .min_retry_wait(10)
                 .max_retry_wait(100);
@@ -381,12 +381,14 @@ fn source(cfg: &RedisConfig) -> redis::RedisResult<Source> {
     })
 }
 
-/// A connection manager whose own response timeout is `redis.timeout` (as the cluster
-/// client's): redis-rs's default of 500 ms would otherwise cut a longer `redis.timeout` short.
+/// A connection manager whose own response timeout covers the longest budget put on it (a
+/// decision's `redis.timeout`, a probe's or a heartbeat's second), as the cluster client's:
+/// redis-rs's default of 500 ms would cut a longer `redis.timeout` short. Each call is
+/// bounded by its own budget on top of it.
 fn manager(client: redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(timeout.max(Duration::from_millis(100))))
+        .set_response_timeout(Some(timeout.max(PROBE_TIMEOUT)))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
