@@ -130,6 +130,15 @@ fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'sta
     if tls_listeners(old) != tls_listeners(new) {
         v.push("server.tls (listen, min_version, groups, http2)");
     }
+    if o.pid_file != n.pid_file {
+        v.push("server.pid_file");
+    }
+    if o.upgrade_sock != n.upgrade_sock {
+        v.push("server.upgrade_sock");
+    }
+    if o.max_open_files != n.max_open_files {
+        v.push("server.max_open_files");
+    }
     if o.h2 != n.h2 {
         v.push("server.h2");
     }

@@ -555,14 +555,14 @@ fn h2_settings_seen(addr: std::net::SocketAddr) -> (usize, usize) {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         // (the client's own send buffer, 400 KiB by default, would cap the grant)
         let (mut client, mut conn) = h2::client::Builder::new()
-            .max_send_buffer_size(4 << 20)
+            .max_send_buffer_size(8 << 20)
             .handshake::<_, bytes::Bytes>(tcp)
             .await
             .unwrap();
         let req = http::Request::post("http://t/x").body(()).unwrap();
         let (_resp, mut send) = client.send_request(req, false).unwrap();
-        // Ask for 1 MiB: the grant is the smaller of the stream's and the connection's window.
-        send.reserve_capacity(1 << 20);
+        // Ask for 4 MiB: the grant is the smaller of the stream's and the connection's window.
+        send.reserve_capacity(4 << 20);
         let grant = async {
             let mut best = 0;
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -599,7 +599,16 @@ fn h2_settings_are_offered_to_clients() {
         "",
     ));
     assert_eq!(h2_settings_seen(g.addr), (7, 1 << 20));
-    // A window HTTP/2 cannot announce is a config error naming the key.
+    drop(g);
+    // The other way round: now the connection's window is the smaller.
+    let g = Gatehouse::start(&config(
+        &addr,
+        "  h2c: true\n  h2: { stream_window: 2MB, connection_window: 1MB }",
+        "",
+    ));
+    assert_eq!(h2_settings_seen(g.addr).1, 1 << 20);
+    // A window below gatehouse's minimum (HTTP/2's initial 65,535 bytes) is a config error
+    // naming the key.
     let err = Gatehouse::try_start(&config(&addr, "  h2: { stream_window: 1KB }", ""))
         .err()
         .expect("refused");

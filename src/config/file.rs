@@ -237,6 +237,7 @@ pub struct ServerFile {
 #[serde(deny_unknown_fields)]
 pub struct H2File {
     /// Streams a client may have open at once on one connection (default 100).
+    #[schemars(range(min = 1))]
     pub max_concurrent_streams: Option<u32>,
     /// Flow-control window of each stream: request body bytes a client may send before
     /// gatehouse has passed them on (default 65,535 bytes, HTTP/2's initial window).

@@ -46,7 +46,7 @@ fn h2_settings(f: Option<&H2File>, e: &mut Errs) -> H2Settings {
         Some(Size(n)) if !(65_535..=MAX_H2_WINDOW).contains(&n) => {
             e.push(
                 key,
-                format!("{n} bytes is outside HTTP/2's window (64KB - 1 to 2GB - 1)"),
+                format!("{n} bytes is outside 65,535 bytes (HTTP/2's initial window) to 2GB - 1"),
             );
             default
         }
