@@ -12,16 +12,19 @@
 #   H2C=1 benches/ab.sh /tmp/gh "/tmp/gh,server=h2: { stream_window: 1MB }"
 #
 # A target is a binary, optionally with one knob after a comma: `max_idle=N` (the backend's
-# max_idle_connections, which sizes Pingora's upstream keep-alive pool; default 256) or
-# `server=LINE` (a line added under `server:`). H2C=1 sends the load over HTTP/2 by prior
-# knowledge (oha --http2, 8 streams per connection) to plain listeners with `server.h2c`.
+# max_idle_connections, which caps its idle connections and sizes Pingora's upstream
+# keep-alive pool, at least 128; default 256) or `server=LINE` (a line added under
+# `server:`, a key the bench config does not set already). H2C=1 sends the load over HTTP/2
+# by prior knowledge (oha --http2, 8 streams per connection) to plain listeners with
+# `server.h2c`; BODY=FILE makes every request a POST of that file. Neither applies to the
+# CEILING and HAPROXY targets, which speak HTTP/1.1 and are left out when either is set.
 #
 # CEILING=path adds the h1_ceiling example (plain HTTP/1 passthrough on pingora-core alone)
 # as one more target, HAPROXY=1 HAProxy as a plain proxy (one thread, kept-alive upstream
 # connections, X-Forwarded-For), both in the same alternated rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { echo "usage: benches/ab.sh GATEHOUSE_BINARY..." >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: benches/ab.sh GATEHOUSE_BINARY[,max_idle=N|,server=LINE]..." >&2; exit 2; }
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 CONNS=${CONNS:-64}
@@ -40,6 +43,8 @@ i=0
 H2C=${H2C:-0}
 OHA_PROTO=()
 [ "$H2C" = 1 ] && OHA_PROTO=(--http2 -p 8)
+[ -n "${BODY:-}" ] && OHA_PROTO+=(-m POST -D "$BODY")
+if [ "$H2C" = 1 ] || [ -n "${BODY:-}" ]; then CEILING=""; HAPROXY=0; fi
 for target in "$@"; do
   i=$((i + 1))
   bin=${target%%,*}
@@ -48,6 +53,7 @@ for target in "$@"; do
   [ "$H2C" = 1 ] && extra+=(--server "h2c: true")
   case "${knob[0]:-}" in
     "") ;;
+    max_idle=*,* | server=*,*=*) echo "one knob per target: $target" >&2; exit 2 ;;
     max_idle=*) extra+=(--max-idle "${knob[0]#max_idle=}") ;;
     server=*) extra+=(--server "${knob[0]#server=}") ;;
     *) echo "unknown knob: ${knob[0]}" >&2; exit 2 ;;
