@@ -103,60 +103,49 @@ pub fn refresh_lists(
     }
 }
 
+/// The keys read once at start whose value `new` changes: a reload keeps the running values
+/// of these until a restart or an upgrade, and says so.
 fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
-    let mut v = Vec::new();
-    if o.listen != n.listen {
-        v.push("server.listen");
-    }
-    if o.threads != n.threads {
-        v.push("server.threads");
-    }
-    if o.work_stealing != n.work_stealing {
-        v.push("server.work_stealing");
-    }
-    if o.admin != n.admin {
-        v.push("server.admin");
-    }
-    if o.grace_period != n.grace_period {
-        v.push("server.grace_period");
-    }
     let tls_listeners = |c: &config::Config| {
         c.server
             .tls
             .as_ref()
             .map(|t| (t.listen.clone(), t.min_version, t.groups.clone(), t.http2))
     };
-    if tls_listeners(old) != tls_listeners(new) {
-        v.push("server.tls (listen, min_version, groups, http2)");
-    }
-    if o.pid_file != n.pid_file {
-        v.push("server.pid_file");
-    }
-    if o.upgrade_sock != n.upgrade_sock {
-        v.push("server.upgrade_sock");
-    }
-    if o.max_open_files != n.max_open_files {
-        v.push("server.max_open_files");
-    }
-    if o.h2 != n.h2 {
-        v.push("server.h2");
-    }
-    if o.listener_buffer != n.listener_buffer {
-        v.push("server.listener_buffer");
-    }
-    if old.demo != new.demo {
-        v.push("demo");
-    }
-    if old.tracing != new.tracing {
-        v.push("tracing");
-    }
     let idle =
         |c: &config::Config| -> usize { c.backends.values().map(|b| b.max_idle_connections).sum() };
-    if idle(old) != idle(new) {
-        v.push("backends.*.max_idle_connections (pool size)");
-    }
-    v
+    [
+        ("server.listen", o.listen != n.listen),
+        ("server.threads", o.threads != n.threads),
+        ("server.work_stealing", o.work_stealing != n.work_stealing),
+        ("server.admin", o.admin != n.admin),
+        ("server.grace_period", o.grace_period != n.grace_period),
+        (
+            "server.tls (listen, min_version, groups, http2)",
+            tls_listeners(old) != tls_listeners(new),
+        ),
+        ("server.pid_file", o.pid_file != n.pid_file),
+        ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
+        (
+            "server.max_open_files",
+            o.max_open_files != n.max_open_files,
+        ),
+        ("server.h2", o.h2 != n.h2),
+        (
+            "server.listener_buffer",
+            o.listener_buffer != n.listener_buffer,
+        ),
+        ("demo", old.demo != new.demo),
+        ("tracing", old.tracing != new.tracing),
+        (
+            "backends.*.max_idle_connections (pool size)",
+            idle(old) != idle(new),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 pub struct ReloadService {

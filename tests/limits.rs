@@ -26,6 +26,27 @@ endpoints:
     )
 }
 
+/// gatehouse in front of an upstream that takes 1.5 s per answer, within a 10 s budget and
+/// read timeout, so that requests stay in flight: `backend` and `endpoint` are the extra
+/// lines of the backend and of the one endpoint (`/{*rest}`).
+fn slow_gatehouse(backend: &str, endpoint: &str) -> (MockUpstream, Gatehouse) {
+    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
+    let g = Gatehouse::start(&config(
+        up.addr,
+        "",
+        &format!("{backend}    timeouts: {{ read: 10s }}"),
+        &format!("  - path: /{{*rest}}\n    backend: app\n    timeout: 10s\n{endpoint}"),
+    ));
+    (up, g)
+}
+
+/// Waits for the upstream to have seen `n` requests.
+fn wait_upstream(up: &MockUpstream, n: usize) {
+    wait_for("the requests upstream", Duration::from_secs(10), || {
+        (up.count() == n).then_some(())
+    });
+}
+
 /// Sends `n` requests on one keep-alive connection and returns the statuses.
 fn statuses(addr: SocketAddr, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
     let mut c = Conn::open(addr).expect("connect");
@@ -255,20 +276,10 @@ fn backend_rate_limit_rejects_with_503() {
 
 #[test]
 fn max_concurrent_rejects_while_the_backend_is_busy() {
-    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
-        "    max_concurrent: 1\n    timeouts: { read: 10s }",
-        "  - path: /{*rest}\n    backend: app\n    timeout: 10s",
-    ));
+    let (up, g) = slow_gatehouse("    max_concurrent: 1\n", "");
     let addr = g.addr;
     let slow = thread::spawn(move || get(addr, "/slow", &[]).status);
-    wait_for(
-        "the first request upstream",
-        Duration::from_secs(10),
-        || (up.count() == 1).then_some(()),
-    );
+    wait_upstream(&up, 1);
     // on a keep-alive connection, which the 503 leaves open for the third request below
     let mut c = Conn::open(g.addr).unwrap();
     let r = c.get("/second").expect("a response");
@@ -385,23 +396,13 @@ fn in_flight(
 
 #[test]
 fn client_max_concurrent_refuses_with_429_before_the_bucket() {
-    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
-    let g = Gatehouse::start(&config(
-        up.addr,
+    let (up, g) = slow_gatehouse(
         "",
-        "    timeouts: { read: 10s }",
-        r#"  - path: /{*rest}
-    backend: app
-    timeout: 10s
-    rate_limit: { client_max_rate: 2, every: 1h, client_max_concurrent: 1, strategy: header, key: X-Client }"#,
-    ));
+        "    rate_limit: { client_max_rate: 2, every: 1h, client_max_concurrent: 1, strategy: header, key: X-Client }",
+    );
     const A: &[(&str, &str)] = &[("X-Client", "a")];
     let slow = in_flight(g.addr, "/1", A);
-    wait_for(
-        "the first request upstream",
-        Duration::from_secs(10),
-        || (up.count() == 1).then_some(()),
-    );
+    wait_upstream(&up, 1);
     let r = get(g.addr, "/2", A);
     assert_eq!(r.status, 429);
     assert!(r.text().contains("client_max_concurrent"), "{}", r.text());
@@ -473,23 +474,12 @@ endpoints:
 
 #[test]
 fn endpoint_max_concurrent_refuses_with_503_before_the_endpoint_bucket() {
-    let up = MockUpstream::start(Behaviour::Slow(Duration::from_millis(1500)));
-    let g = Gatehouse::start(&config(
-        up.addr,
+    let (up, g) = slow_gatehouse(
         "",
-        "    timeouts: { read: 10s }",
-        r#"  - path: /{*rest}
-    backend: app
-    timeout: 10s
-    max_concurrent: 1
-    rate_limit: { max_rate: 2, every: 1h }"#,
-    ));
-    let slow = in_flight(g.addr, "/1", &[]);
-    wait_for(
-        "the first request upstream",
-        Duration::from_secs(10),
-        || (up.count() == 1).then_some(()),
+        "    max_concurrent: 1\n    rate_limit: { max_rate: 2, every: 1h }",
     );
+    let slow = in_flight(g.addr, "/1", &[]);
+    wait_upstream(&up, 1);
     let r = get(g.addr, "/2", &[]);
     assert_eq!(r.status, 503);
     assert!(r.text().contains("endpoint_max_concurrent"), "{}", r.text());

@@ -73,15 +73,9 @@ impl BackendLimiter {
             }
             None => None,
         };
-        if let Some((g, b)) = &self.rate {
-            let share;
-            let g = match &self.fleet {
-                Some(f) => {
-                    share = f.gcra();
-                    &share
-                }
-                None => g,
-            };
+        if let Some((whole, b)) = &self.rate {
+            // `store: fleet`: this instance's share of the bucket, else the whole of it
+            let g = &self.fleet.as_deref().map_or(*whole, FleetShare::gcra);
             let o = match &self.redis {
                 None => b.check(g, now),
                 Some(r) => match Box::pin(r.take(&[(self.redis_key.as_str(), g)])).await {

@@ -310,15 +310,9 @@ impl RouteLimiter {
                 self.refused(Reason::ClientRateLimit, o.wait, state)?;
             }
         }
-        if let Some((g, b)) = &self.shared {
-            let share;
-            let g = match &self.fleet {
-                Some(f) => {
-                    share = f.gcra();
-                    &share
-                }
-                None => g,
-            };
+        if let Some((whole, b)) = &self.shared {
+            // `store: fleet`: this instance's share of the bucket, else the whole of it
+            let g = &self.fleet.as_deref().map_or(*whole, FleetShare::gcra);
             let o = b.check(g, r.now);
             if self.cfg.headers {
                 state.report(shared_name, g, &o);
