@@ -74,27 +74,8 @@ if [ -n "${CEILING:-}" ]; then
   echo "ceiling = $CEILING"
 fi
 if [ "${HAPROXY:-0}" = 1 ]; then
-  command -v haproxy >/dev/null || apt-get install -y -qq haproxy
   port=$(free_port); PORT[haproxy]=$port; TARGETS+=(haproxy)
-  cat > "$WORK/haproxy.cfg" <<HAP
-global
-  nbthread 1
-  maxconn 4096
-  pidfile $WORK/haproxy.proc.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$port
-  default_backend app
-backend app
-  server up 127.0.0.1:$UP
-HAP
-  haproxy -D -f "$WORK/haproxy.cfg"
+  start_haproxy "$WORK" haproxy.proc "$port" "$UP"
 fi
 for t in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:${PORT[$t]}/" >/dev/null && break; sleep 0.1; done

@@ -137,26 +137,7 @@ nginx -c "$WORK/rules.conf"
 # connections, X-Forwarded-For like the others; and haproxy_rules, HAProxy with the rules
 # equivalent to the full chain (benches/full_chain.py).
 if [ "$HAPROXY" = 1 ]; then
-  command -v haproxy >/dev/null || apt-get install -y -qq haproxy
-  cat > "$WORK/haproxy.cfg" <<HAP
-global
-  nbthread 1
-  maxconn 4096
-  pidfile $WORK/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAP
-  default_backend app
-backend app
-  server up 127.0.0.1:$UP
-HAP
-  haproxy -D -f "$WORK/haproxy.cfg"
+  start_haproxy "$WORK" haproxy "$HAP" "$UP"
   haproxy -D -f "$WORK/haproxy_rules.cfg"
 fi
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &

@@ -28,3 +28,29 @@ http {
 NGINX
   nginx -c "$1/upstream.conf"
 }
+
+# start_haproxy WORK NAME PORT UPSTREAM_PORT: HAProxy as a plain proxy, the peer row of the
+# load scripts: one thread, kept-alive upstream connections (`http-reuse always`),
+# X-Forwarded-For like the others; its config is WORK/NAME.cfg and its pid file WORK/NAME.pid.
+start_haproxy() {
+  command -v haproxy >/dev/null || apt-get install -y -qq haproxy
+  cat > "$1/$2.cfg" <<HAP
+global
+  nbthread 1
+  maxconn 4096
+  pidfile $1/$2.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$3
+  default_backend app
+backend app
+  server up 127.0.0.1:$4
+HAP
+  haproxy -D -f "$1/$2.cfg"
+}

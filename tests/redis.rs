@@ -575,6 +575,14 @@ fn denied_until_back(g: &Gatehouse, within: Duration) -> usize {
     denied
 }
 
+/// The `redis-server` arguments that make `app` an ACL user with `password` and every right.
+fn app_user(password: &str) -> Vec<String> {
+    let pass = format!(">{password}");
+    ["--user", "app", "on", &pass, "~*", "&*", "+@all"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// TLS with client certificates, and an ACL user whose password is in the URL for one
 /// instance and in `password_file` for the other: the pair shares its limits exactly, and the
 /// password shows in no log, metric or `check` output.
@@ -591,12 +599,7 @@ fn tls_and_acl_user_share_a_limit_exactly() {
         ca: &ca,
         client_certs: true,
     };
-    let acl = |_| {
-        ["--user", "app", "on", ">s3cret-pw", "~*", "&*", "+@all"]
-            .map(String::from)
-            .to_vec()
-    };
-    let redis = RedisServer::start_with(acl, Some(&files));
+    let redis = RedisServer::start_with(|_| app_user("s3cret-pw"), Some(&files));
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "s3cret-pw\n").unwrap();
     let up = MockUpstream::start(Behaviour::Echo);
@@ -680,12 +683,7 @@ fn a_wrong_password_or_certificate_is_counted_and_fails_over() {
         ca: &ca,
         client_certs: false,
     };
-    let acl = |_| {
-        ["--user", "app", "on", ">right", "~*", "&*", "+@all"]
-            .map(String::from)
-            .to_vec()
-    };
-    let redis = RedisServer::start_with(acl, Some(&files));
+    let redis = RedisServer::start_with(|_| app_user("right"), Some(&files));
     let up = MockUpstream::start(Behaviour::Echo);
     let wrong_pw = app_config(
         &format!(
