@@ -26,6 +26,14 @@ endpoints:
     )
 }
 
+/// gatehouse in front of an echoing upstream, with `service` lines at the top level and the
+/// `endpoints` list.
+fn echo_gatehouse(service: &str, endpoints: &str) -> (MockUpstream, Gatehouse) {
+    let up = MockUpstream::start(Behaviour::Echo);
+    let g = Gatehouse::start(&config(up.addr, service, "", endpoints));
+    (up, g)
+}
+
 /// gatehouse in front of an upstream that takes 1.5 s per answer, within a 10 s budget and
 /// read timeout, so that requests stay in flight: `backend` and `endpoint` are the extra
 /// lines of the backend and of the one endpoint (`/{*rest}`).
@@ -72,13 +80,10 @@ fn count(v: &[u16], status: u16) -> usize {
 
 #[test]
 fn a_burst_admits_exactly_capacity_then_429_on_a_live_connection() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
+    let (up, g) = echo_gatehouse(
         "",
         "  - path: /{*rest}\n    backend: app\n    rate_limit: { client_max_rate: 5, every: 1h }",
-    ));
+    );
     let got = statuses(g.addr, "/x", &[], 30);
     assert_eq!(&got[..5], &[200; 5]);
     assert_eq!(count(&got, 429), 25, "{got:?}");
@@ -99,13 +104,10 @@ fn a_burst_admits_exactly_capacity_then_429_on_a_live_connection() {
 
 #[test]
 fn refill_admits_again_after_the_interval() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
+    let (_up, g) = echo_gatehouse(
         "",
         "  - path: /{*rest}\n    backend: app\n    rate_limit: { client_max_rate: 1, client_capacity: 1, every: 200ms }",
-    ));
+    );
     let mut c = Conn::open(g.addr).unwrap();
     // Spend the token until a rejection is seen, then poll until one is admitted again.
     for round in 0..3 {
@@ -122,13 +124,10 @@ fn refill_admits_again_after_the_interval() {
 
 #[test]
 fn clients_do_not_share_a_bucket() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
+    let (_up, g) = echo_gatehouse(
         "",
         "  - path: /{*rest}\n    backend: app\n    rate_limit: { client_max_rate: 2, every: 1h, strategy: header, key: X-Api-Key }",
-    ));
+    );
     let a = statuses(g.addr, "/x", &[("X-Api-Key", "alice")], 5);
     let b = statuses(g.addr, "/x", &[("X-Api-Key", "bob")], 5);
     assert_eq!(a, [200, 200, 429, 429, 429]);
@@ -140,22 +139,17 @@ fn clients_do_not_share_a_bucket() {
 
 #[test]
 fn param_strategy_keys_by_path_placeholder() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
+    let (_up, g) = echo_gatehouse(
         "",
         "  - path: /items/{id}\n    backend: app\n    rate_limit: { client_max_rate: 1, every: 1h, strategy: param, key: id }",
-    ));
+    );
     assert_eq!(statuses(g.addr, "/items/a", &[], 3), [200, 429, 429]);
     assert_eq!(statuses(g.addr, "/items/b", &[], 3), [200, 429, 429]);
 }
 
 #[test]
 fn tiers_pick_client_limits_by_plan() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
+    let (_up, g) = echo_gatehouse(
         r#"rate_limit:
   every: 1h
   strategy: header
@@ -165,9 +159,8 @@ fn tiers_pick_client_limits_by_plan() {
     levels:
       - { value: gold, client_max_rate: 4 }
       - { value: "*", client_max_rate: 1 }"#,
-        "",
         "  - path: /{*rest}\n    backend: app",
-    ));
+    );
     let gold = statuses(g.addr, "/x", &[("X-Api-Key", "k1"), ("X-Plan", "gold")], 8);
     assert_eq!(count(&gold, 200), 4, "{gold:?}");
     let free = statuses(g.addr, "/x", &[("X-Api-Key", "k2"), ("X-Plan", "free")], 8);
@@ -178,13 +171,10 @@ fn tiers_pick_client_limits_by_plan() {
 
 #[test]
 fn shared_buckets_reject_with_503_service_then_endpoint() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
+    let (_up, g) = echo_gatehouse(
         "rate_limit: { max_rate: 6, every: 1h }",
-        "",
         "  - path: /a\n    backend: app\n    rate_limit: { max_rate: 2, every: 1h }\n  - path: /b\n    backend: app",
-    ));
+    );
     // /a: endpoint bucket of 2 (each also takes a service token)
     let a = statuses(g.addr, "/a", &[], 4);
     assert_eq!(a, [200, 200, 503, 503]);
@@ -212,10 +202,7 @@ fn shared_buckets_reject_with_503_service_then_endpoint() {
 
 #[test]
 fn rate_limit_headers_carry_the_numbers() {
-    let up = MockUpstream::start(Behaviour::Echo);
-    let g = Gatehouse::start(&config(
-        up.addr,
-        "",
+    let (_up, g) = echo_gatehouse(
         "",
         r#"  - path: /h
     backend: app
@@ -223,7 +210,7 @@ fn rate_limit_headers_carry_the_numbers() {
   - path: /quiet
     backend: app
     rate_limit: { max_rate: 10, every: 10s, headers: false }"#,
-    ));
+    );
     let r = get(g.addr, "/h", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(
