@@ -633,7 +633,7 @@ geoip: {{ database: "{}", asn_database: "{}", anonymous_database: "{}", forward:
         &format!("{geoip}\nsecurity:\n  geofence: {{ deny_asns: [1221], deny_anonymous: [tor] }}"),
         r#"  - path: /strict
     backend: app
-    security: { geofence: { allow_asns: [209, 3320], deny_anonymous: [vpn], unknown: deny } }
+    security: { geofence: { allow_asns: [209, 3320, 20712], deny_anonymous: [vpn], unknown: deny } }
   - path: /any
     backend: app
     security: { geofence: { deny_anonymous: [any] } }"#,
@@ -669,7 +669,7 @@ geoip: {{ database: "{}", asn_database: "{}", anonymous_database: "{}", forward:
     assert_eq!(
         status_from(&g, "/strict", "81.2.69.142"),
         403,
-        "AS20712, a VPN"
+        "AS20712 is allowed, but this address is a VPN"
     );
     assert_eq!(status_from(&g, "/strict", "10.0.0.1"), 403, "unknown ASN");
     // any: every kind the anonymous database lists

@@ -542,6 +542,21 @@ async fn rejections_are_grpc_statuses() {
         "{:?}",
         e.metadata()
     );
+    // one token an hour, just taken: the next in about an hour, none left
+    let retry: u64 = e
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&retry), "{retry}");
+    let ratelimit = e.metadata().get("ratelimit").unwrap().to_str().unwrap();
+    assert!(
+        ratelimit.starts_with("\"endpoint-client\";r=0;"),
+        "{ratelimit}"
+    );
 
     let e = status(call(&mut c, "/t.Down/Unary", Request::new(msg("x"))).await);
     assert_eq!(e.code(), Code::Unavailable);
@@ -557,6 +572,7 @@ async fn rejections_are_grpc_statuses() {
         common::wait_for(&metric, Duration::from_secs(5), || {
             (g.metric(&metric) >= 1.0).then_some(())
         });
+        assert_eq!(g.metric(&metric), 1.0, "{metric} counted once");
     }
 }
 

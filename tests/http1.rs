@@ -127,6 +127,11 @@ fn interim_responses_carry_no_ratelimit_fields() {
         fin.header("ratelimit").is_some(),
         "the final response has them"
     );
+    let ratelimit = fin.header("ratelimit").unwrap();
+    assert!(
+        ratelimit.starts_with("\"endpoint-client\";r=99;"),
+        "{ratelimit}"
+    );
 }
 
 #[test]

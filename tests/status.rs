@@ -82,6 +82,10 @@ fn status_shows_backends_breakers_in_flight_reloads_and_redis() {
     assert_eq!(backend(&s, "broken")["breaker"], "closed");
     let url = s["redis"]["url"].as_str().unwrap();
     assert!(!url.contains("s3cret"), "password shown: {url}");
+    assert!(
+        url.contains(&redis.addr.to_string()),
+        "the server is named: {url}"
+    );
     // The connection is made in the background at start: idle until it is, then up.
     let state = s["redis"]["state"].as_str().unwrap_or_default().to_string();
     assert!(state == "idle" || state == "up", "redis state {state}");

@@ -110,6 +110,8 @@ fn the_default_prefers_the_post_quantum_hybrid() {
     assert_eq!(site.handshake(&g, Some("P-384")).unwrap(), "secp384r1");
     // Offered by OpenSSL, not by the default.
     assert!(site.handshake(&g, Some("X448")).is_err());
+    let err = site.handshake(&g, Some("X448")).unwrap_err();
+    assert!(err.contains("handshake"), "{err}");
 }
 
 #[test]
@@ -128,6 +130,8 @@ fn groups_are_fixed_at_start() {
     );
     assert_eq!(site.handshake(&g, Some("P-384")).unwrap(), "secp384r1");
     assert!(site.handshake(&g, Some("X25519")).is_err());
+    let err = site.handshake(&g, Some("X25519")).unwrap_err();
+    assert!(err.contains("handshake"), "{err}");
 }
 
 #[test]
