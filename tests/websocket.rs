@@ -30,6 +30,14 @@ fn ws(addr: SocketAddr, path: &str) -> Result<tungstenite::WebSocket<TcpStream>,
     match tungstenite::client(url.as_str(), stream) {
         Ok((ws, resp)) => {
             assert_eq!(resp.status(), 101);
+            // the 101 is decorated like any answer: the request's ID comes back
+            assert!(
+                resp.headers()
+                    .get("x-request-id")
+                    .is_some_and(|v| v.len() == 32),
+                "{:?}",
+                resp.headers()
+            );
             Ok(ws)
         }
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
@@ -72,6 +80,9 @@ fn the_upstream_gets_the_rewritten_head_and_a_refusal_is_relayed() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("GET /rooms/7?x=1\n"), "{}", r.text());
     let seen = up.last().unwrap();
+    // the relayed answer has the ID the upstream was sent
+    assert_eq!(r.header("x-request-id"), seen.header("x-request-id"));
+    assert!(r.header("x-request-id").is_some());
     assert_eq!(seen.target, "/rooms/7?x=1");
     assert_eq!(seen.header("host"), Some("backend.internal"));
     assert_eq!(seen.header("connection"), Some("Upgrade"));

@@ -148,19 +148,15 @@ impl ProxyHttp for Gatehouse {
         Ok(())
     }
 
-    /// The RateLimit headers of the limits that applied, on the upstream's final answer too
-    /// (not on a 1xx interim one).
+    /// The RateLimit headers of the limits that applied (not on a 1xx interim answer) and
+    /// the request ID, on the upstream's answer.
     async fn response_filter(
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        respond::add_ratelimit(ctx, response)?;
-        if let Some(id) = &ctx.request_id {
-            response.insert_header(crate::request_id::HEADER, id.clone())?;
-        }
-        Ok(())
+        respond::decorate(ctx, response)
     }
 
     /// Every answer made here closes the client connection, and says so (`Connection:

@@ -185,6 +185,17 @@ pub fn add_ratelimit(ctx: &Ctx, response: &mut ResponseHeader) -> pingora::Resul
     Ok(())
 }
 
+/// What gatehouse adds to an upstream's answer before it goes to the client, whichever path
+/// relays it (the proxy's `response_filter`, or a WebSocket tunnel's): the RateLimit fields
+/// and the request's `X-Request-Id`.
+pub fn decorate(ctx: &Ctx, response: &mut ResponseHeader) -> pingora::Result<()> {
+    add_ratelimit(ctx, response)?;
+    if let Some(id) = &ctx.request_id {
+        response.insert_header(crate::request_id::HEADER, id.clone())?;
+    }
+    Ok(())
+}
+
 /// A Pingora error that carries a rejection, for the hooks that can only fail: the answer is
 /// made by `fail_to_proxy`, which finds the rejection again with `failure`.
 pub fn error(r: Reject) -> Box<Error> {

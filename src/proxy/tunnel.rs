@@ -70,7 +70,7 @@ pub async fn run(
         }
     };
     forward::responded(ctx, head.status);
-    respond::add_ratelimit(ctx, &mut head)?;
+    respond::decorate(ctx, &mut head)?;
     if !up.was_upgraded() {
         return relay_response(session, &mut up, head).await;
     }
