@@ -39,6 +39,11 @@ fn proxies_with_forwarding_headers_and_keeps_host() {
     assert_eq!(rec.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(rec.header("x-forwarded-proto"), Some("http"));
 
+    // `grpc-timeout` means something only on a gRPC call: on any other request it is the
+    // client's own header, passed as it came.
+    get(g.addr, "/a", &[("grpc-timeout", "junk")]);
+    assert_eq!(up.last().unwrap().header("grpc-timeout"), Some("junk"));
+
     // An existing X-Forwarded-For is appended to.
     get(g.addr, "/a", &[("X-Forwarded-For", "198.51.100.7")]);
     let rec = up.last().expect("request");

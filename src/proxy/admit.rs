@@ -60,6 +60,7 @@ pub async fn admit(rt: &Runtime, req: &Request<'_>, ctx: &mut Ctx) -> Result<(),
     ctx.deadline = ctx.start + ep.timeout;
     if let Some(t) = grpc_timeout(req.head)? {
         ctx.deadline = ctx.deadline.min(ctx.start + t);
+        ctx.grpc_deadline = true;
     }
     let asked = crate::limits::Request {
         head: req.head,

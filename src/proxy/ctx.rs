@@ -15,6 +15,9 @@ pub struct Ctx {
     pub start: Instant,
     /// End of the endpoint's time budget.
     pub deadline: Instant,
+    /// A gRPC call whose `grpc-timeout` was read (and may have shortened `deadline`): the
+    /// upstream is sent what is left of it.
+    pub grpc_deadline: bool,
     /// Path and query to send upstream when they differ from the client's.
     pub upstream_uri: Option<http::Uri>,
     /// Hosts tried so far (a retry goes to another one); inline, no allocation per request.
@@ -51,6 +54,7 @@ impl Ctx {
             endpoint: None,
             start: now,
             deadline: now,
+            grpc_deadline: false,
             upstream_uri: None,
             tried: smallvec::SmallVec::new(),
             upstream_start: None,

@@ -134,7 +134,7 @@ pub fn upstream_request(session: &Session, upstream: &mut RequestHeader, ctx: &C
         upstream.insert_header("x-forwarded-for", xff)?;
     }
     crate::filters::geo_headers(&ctx.rt.filters, ctx.client_ip, upstream)?;
-    if upstream.headers.contains_key("grpc-timeout") {
+    if ctx.grpc_deadline {
         // What is left of the call's deadline (the client's, capped by the budget): the
         // upstream can stop working on a call nobody waits for any more.
         let left = ctx.deadline.saturating_duration_since(Instant::now());
