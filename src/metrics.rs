@@ -1,6 +1,7 @@
 //! Prometheus metrics, registered once. Labels are bounded: route patterns, backend names,
 //! status codes, fixed reasons; never a client address or a raw path.
 
+use crate::reject::Reason;
 use once_cell::sync::Lazy;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -161,7 +162,11 @@ pub fn render() -> String {
 }
 
 /// Status codes whose `gatehouse_requests_total` counter a [`RouteCounters`] keeps at hand.
-const CACHED_STATUSES: [(u16, &str); 16] = [
+/// (0 is a request whose client went away before an answer; 101, 308, 405 and 413 are answers
+/// gatehouse itself makes.)
+const CACHED_STATUSES: [(u16, &str); 21] = [
+    (0, "0"),
+    (101, "101"),
     (200, "200"),
     (201, "201"),
     (204, "204"),
@@ -169,10 +174,13 @@ const CACHED_STATUSES: [(u16, &str); 16] = [
     (301, "301"),
     (302, "302"),
     (304, "304"),
+    (308, "308"),
     (400, "400"),
     (401, "401"),
     (403, "403"),
     (404, "404"),
+    (405, "405"),
+    (413, "413"),
     (429, "429"),
     (500, "500"),
     (502, "502"),
@@ -221,22 +229,28 @@ pub fn unrouted() -> &'static RouteCounters {
     &UNROUTED
 }
 
-/// `gatehouse_rejections_total{reason}` by the reason's index (< 32), looked up once each.
-pub fn rejection(index: usize, id: &str) -> Option<&'static prometheus::IntCounter> {
-    static CELLS: [std::sync::OnceLock<prometheus::IntCounter>; 32] =
-        [const { std::sync::OnceLock::new() }; 32];
-    CELLS
-        .get(index)
-        .map(|c| c.get_or_init(|| metrics().rejections.with_label_values(&[id])))
+/// One counter per reason, looked up in its vector once and then kept.
+type ByReason = [std::sync::OnceLock<prometheus::IntCounter>; Reason::ALL.len()];
+
+fn by_reason(
+    cells: &'static ByReason,
+    vec: &prometheus::IntCounterVec,
+    r: Reason,
+) -> &'static prometheus::IntCounter {
+    cells[r as usize].get_or_init(|| vec.with_label_values(&[r.id()]))
+}
+
+/// `gatehouse_rejections_total{reason}`.
+pub fn rejection(r: Reason) -> &'static prometheus::IntCounter {
+    static CELLS: ByReason = [const { std::sync::OnceLock::new() }; Reason::ALL.len()];
+    by_reason(&CELLS, &metrics().rejections, r)
 }
 
 /// Counts each refusal of a `dry_run` filter or limit in `gatehouse_would_reject_total`.
 pub fn would_reject(w: crate::reject::WouldReject) {
-    if w.is_empty() {
-        return;
-    }
+    static CELLS: ByReason = [const { std::sync::OnceLock::new() }; Reason::ALL.len()];
     for r in w.iter() {
-        metrics().would_reject.with_label_values(&[r.id()]).inc();
+        by_reason(&CELLS, &metrics().would_reject, r).inc();
     }
 }
 

@@ -1,7 +1,6 @@
 //! The end of a request: the breaker's outcome when no answer reported one, the request and
 //! rejection metrics, and the access log line.
 
-use crate::metrics::metrics;
 use crate::proxy::ctx::Ctx;
 use crate::proxy::forward::client_addr;
 use crate::reject::Reason;
@@ -24,10 +23,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
     }
     crate::metrics::would_reject(ctx.would_reject);
     if let Some(r) = ctx.reason {
-        match crate::metrics::rejection(r as usize, r.id()) {
-            Some(c) => c.inc(),
-            None => metrics().rejections.with_label_values(&[r.id()]).inc(),
-        }
+        crate::metrics::rejection(r).inc();
     }
     if ctx.rt.config.server.access_log {
         access_log(session, ctx, status, now);
