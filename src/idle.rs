@@ -144,6 +144,10 @@ fn goes_past_the_request(head: &[u8]) -> bool {
     let Some(end) = header_len(head) else {
         return false;
     };
+    if head.len() == end {
+        // nothing after the header (every bodiless request sent alone): no need to read it
+        return false;
+    }
     let mut body = 0usize;
     for line in head[..end].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
