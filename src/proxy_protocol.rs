@@ -175,14 +175,12 @@ pub async fn accept(
     Ok(())
 }
 
-/// Applies `accept` to a plain connection handed to the application; `Err` closes it.
+/// Applies `accept` to a plain connection handed to the application, by the config `rt` the
+/// connection was accepted under (a reload can turn it on or off); `Err` closes it.
 pub async fn accept_plain(
     stream: pingora::protocols::Stream,
-    shared: &Shared,
+    rt: &crate::runtime::Runtime,
 ) -> Result<pingora::protocols::Stream, String> {
-    // The live config (a reload can turn it on or off), borrowed: nothing is copied per
-    // connection.
-    let rt = shared.load_full();
     let server = &rt.config.server;
     let Some(pp) = &server.proxy_protocol else {
         return Ok(stream);

@@ -318,17 +318,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let stream = match crate::proxy_protocol::accept_plain(stream, &self.shared).await {
+        // The live config, read once for the connection's start.
+        let rt = self.shared.load_full();
+        let stream = match crate::proxy_protocol::accept_plain(stream, &rt).await {
             Ok(s) => s,
             Err(e) => {
                 log::info!("closing connection: {e}");
                 return None;
             }
         };
-        let (limit, h2c) = {
-            let rt = self.shared.load();
-            (rt.config.server.header_read_timeout, rt.config.server.h2c)
-        };
+        let (limit, h2c) = (rt.config.server.header_read_timeout, rt.config.server.h2c);
+        drop(rt);
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             stream
         } else if h2c && stream.get_ssl().is_none() {
