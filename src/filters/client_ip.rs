@@ -73,7 +73,8 @@ impl ClientIpResolver {
 /// the real client was.
 pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
     use std::io::Write;
-    let name = http::header::HeaderName::from_static("x-forwarded-for");
+    const NAME: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-for");
+    let name = NAME;
     // The peer's text first, on the stack (an IPv6 address is at most 45 characters), so the
     // value is one allocation of its exact length: a `Vec` whose length is its capacity
     // becomes `Bytes` without a second allocation for a shared header.
