@@ -566,6 +566,20 @@ fn exempt_clients_skip_the_block_but_not_the_filters() {
         err.contains("endpoints[1].rate_limit.exempt.cidrs_file"),
         "{err}"
     );
+    // the running instance refuses the bad file too, and keeps its list
+    assert!(!g.reload(&yaml(&file)));
+    assert_eq!(statuses(g.addr, "/b", &[], 2), [200, 200]);
+    // and reads the file again when it changes, without a reload: 127.0.0.1 leaves the list,
+    // and the spent bucket applies again
+    std::fs::write(
+        &file,
+        "10.0.0.0/8
+",
+    )
+    .unwrap();
+    wait_for("the changed list", Duration::from_secs(10), || {
+        (get(g.addr, "/b", &[]).status == 503).then_some(())
+    });
 }
 
 /// In Redis, the script stops at the first bucket that refuses; a dry-run block asks again
