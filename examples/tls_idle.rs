@@ -1,7 +1,7 @@
 //! What a TLS library keeps for an idle connection: a bare TLS 1.3 server (no proxy, no
 //! Pingora) that answers one HTTP/1.1 request per connection and then holds it open, on
 //! OpenSSL (the vendored 3.6 gatehouse links, with gatehouse's `RELEASE_BUFFERS` and
-//! read-ahead) or on rustls (0.23, ring). For measurement, not a product: `benches/conns.py`
+//! read-ahead) or on rustls (0.23, aws-lc-rs, as gatehouse's HTTPS listeners). For measurement, not a product: `benches/conns.py`
 //! opens the connections and prints the server's RSS growth per connection, so the two
 //! libraries can be compared with the same task and socket around them.
 //!
@@ -78,7 +78,7 @@ fn main() {
                 });
             }
         } else {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
             let key =
                 rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();

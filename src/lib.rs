@@ -8,6 +8,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod edge_tls;
 pub mod filters;
 pub mod grpc;
 pub mod idle;

@@ -13,13 +13,10 @@
 //!   `server.header_read_timeout`, closes the connection.
 //! - `LOCAL` (v2) and `UNKNOWN` (v1) headers keep the TCP peer, as the protocol says.
 //!
-//! Plain listeners read it in the application's `process_new` (Pingora's pre-TLS hook runs
-//! only on TLS listeners); TLS listeners read it in that hook, before the handshake.
+//! It is read in the application's `process_new` (`proxy::conn::Edge`), before the TLS
+//! handshake on HTTPS listeners.
 
 use crate::filters::ip::CidrSet;
-use crate::runtime::Shared;
-use async_trait::async_trait;
-use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest};
 use std::net::SocketAddr;
@@ -173,49 +170,6 @@ pub async fn accept(
         }
     }
     Ok(())
-}
-
-/// Applies `accept` to a plain connection handed to the application, by the config `rt` the
-/// connection was accepted under (a reload can turn it on or off); `Err` closes it.
-pub async fn accept_plain(
-    stream: pingora::protocols::Stream,
-    rt: &crate::runtime::Runtime,
-) -> Result<pingora::protocols::Stream, String> {
-    let server = &rt.config.server;
-    let Some(pp) = &server.proxy_protocol else {
-        return Ok(stream);
-    };
-    if stream.get_ssl().is_some() {
-        return Ok(stream); // a TLS listener's hook has read it already
-    }
-    let mut l4 = match stream.into_any().downcast::<L4Stream>() {
-        Ok(l4) => l4,
-        Err(_) => return Err("PROXY protocol: not a TCP stream".into()),
-    };
-    accept(&mut l4, &pp.trusted, server.header_read_timeout).await?;
-    Ok(l4)
-}
-
-/// Pingora's pre-TLS hook for the HTTPS listeners.
-pub struct BeforeTls {
-    pub shared: Shared,
-}
-
-#[async_trait]
-impl PreTlsProcess for BeforeTls {
-    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        let rt = self.shared.load_full();
-        let server = &rt.config.server;
-        let Some(pp) = &server.proxy_protocol else {
-            return Ok(());
-        };
-        accept(stream, &pp.trusted, server.header_read_timeout)
-            .await
-            .map_err(|e| {
-                log::info!("closing connection: {e}");
-                pingora::Error::explain(pingora::ErrorType::AcceptError, e)
-            })
-    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,11 @@ use crate::proxy::Gatehouse;
 use crate::reload::ReloadService;
 use crate::runtime::{Runtime, Shared};
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora::tls::ssl::SslMode;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -59,15 +57,6 @@ pub fn listener_buffer(cfg: &Config) -> L4BufferSettings {
         read: Some(cfg.server.listener_buffer),
         write: None,
     }
-}
-
-/// OpenSSL settings for many idle HTTPS connections: record buffers are freed while empty
-/// (RELEASE_BUFFERS), and OpenSSL reads ahead into its own buffer, so that a connection
-/// without a read buffer (`server.listener_buffer: 0`) takes one read per burst of records
-/// rather than two per record (a small proxied request: 2 reads in all rather than 4).
-pub fn lean_tls(settings: &mut TlsSettings) {
-    settings.set_mode(SslMode::RELEASE_BUFFERS);
-    settings.set_read_ahead(true);
 }
 
 /// The HTTP/2 server settings of `server.h2`, on top of Pingora's bounded defaults (its
@@ -128,42 +117,27 @@ pub fn run(cfg: Config, opts: Options) -> ! {
         Gatehouse::new(shared.clone(), &server.configuration),
     );
     http.h2_options = Some(h2_options(&cfg.server.h2));
+    let tls = cfg.server.tls.as_ref().map(|tls| {
+        crate::edge_tls::TlsEdge::new(tls, shared.clone()).unwrap_or_else(|e| {
+            eprintln!("server.tls: cannot set up the HTTPS listeners: {e}");
+            std::process::exit(1);
+        })
+    });
     let app = crate::proxy::conn::Edge {
         inner: Arc::new(crate::idle::Lean {
             inner: Arc::new(http),
         }),
         shared: shared.clone(),
+        tls,
     };
     let mut proxy = Service::new("gatehouse proxy".to_string(), app);
     let buffer = listener_buffer(&cfg);
-    for addr in &cfg.server.listen {
+    // The HTTPS listeners are TCP listeners to Pingora: `conn::Edge` runs their PROXY
+    // protocol and TLS handshake.
+    let tls_listen = cfg.server.tls.iter().flat_map(|t| t.listen.iter());
+    for addr in cfg.server.listen.iter().chain(tls_listen) {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffer));
     }
-    if let Some(tls) = &cfg.server.tls {
-        for addr in &tls.listen {
-            match crate::tls::listener_settings(tls, shared.clone()) {
-                Ok(mut settings) => {
-                    lean_tls(&mut settings);
-                    proxy.add_listener(
-                        ListenerConfig::tcp(addr.to_string())
-                            .tls(settings)
-                            .l4_buffer(buffer),
-                    )
-                }
-                Err(e) => {
-                    eprintln!("server.tls: cannot set up the HTTPS listener {addr}: {e}");
-                    std::process::exit(1);
-                }
-            }
-        }
-    }
-    // PROXY protocol before the TLS handshake (plain listeners read it in `conn::Edge`).
-    // Installed always: it reads the live config, so a reload can turn it on or off.
-    proxy
-        .endpoints()
-        .set_pre_tls_callback(Arc::new(crate::proxy_protocol::BeforeTls {
-            shared: shared.clone(),
-        }));
     server.add_service(proxy);
 
     if let Some(admin) = cfg.server.admin {

@@ -1,32 +1,32 @@
-//! TLS at the edge: the certificate set served by SNI, the handshake callback that picks from
-//! it, the listener settings, and the CA bundles of HTTPS upstreams.
+//! TLS at the edge: the certificate set served by SNI, the CA bundles of HTTPS upstreams,
+//! and the server side of the HTTPS listeners (the handshake itself is in `crate::edge_tls`).
 //!
 //! The set is part of the compiled config (`server.tls.certs`), so a SIGHUP reload that reads
-//! renewed files swaps it with the rest of the runtime: the callback loads the live runtime
-//! on every handshake, so new handshakes get the new certificate while open connections keep
-//! the one they negotiated. Built on Pingora's `openssl` feature (vendored OpenSSL), whose
-//! `TlsAccept::certificate_callback` runs after the ClientHello.
+//! renewed files swaps it with the rest of the runtime: the certificate resolver loads the
+//! live runtime on every handshake, so new handshakes get the new certificate while open
+//! connections keep the one they negotiated.
+//!
+//! Two TLS libraries, each where it serves best: the HTTPS listeners are rustls (with the
+//! aws-lc-rs provider), which keeps about half of what OpenSSL keeps per idle connection;
+//! HTTPS upstreams go through Pingora's connector on its vendored OpenSSL. Files are parsed
+//! and checked with OpenSSL (names, key against certificate) and handed to rustls as DER.
 
-use crate::config::tls::{TlsConfig, TlsVersion};
-use crate::runtime::Shared;
-use async_trait::async_trait;
-use log::warn;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
-use pingora::protocols::tls::TlsRef;
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::ssl::{NameType, SslContext, SslMethod, SslMode, SslVersion};
 use pingora::tls::x509::X509;
+use rustls::crypto::aws_lc_rs::kx_group;
+use rustls::crypto::SupportedKxGroup;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One certificate: the leaf, its chain, its key and the names it serves.
 pub struct CertEntry {
     pub names: Vec<String>,
-    pub leaf: X509,
-    pub chain: Vec<X509>,
-    pub key: PKey<Private>,
+    /// The chain and signing key as the handshake uses them.
+    pub certified: Arc<CertifiedKey>,
     /// The files as read: equality of the set compares them.
     raw: (Vec<u8>, Vec<u8>),
     files: (PathBuf, PathBuf),
@@ -113,15 +113,42 @@ impl CertEntry {
                 format!("{} names no host (no SAN DNS name, no CN)", cert.display()),
             ));
         }
+        let certified = certified_key(&leaf, &chain, &pkey)
+            .map_err(|m| ("key", format!("{}: {m}", key.display())))?;
         Ok(CertEntry {
             names,
-            leaf,
-            chain,
-            key: pkey,
+            certified,
             raw: (cert_pem, key_pem),
             files: (cert.to_path_buf(), key.to_path_buf()),
         })
     }
+}
+
+/// The chain (leaf first) and key as rustls takes them: DER, the key as PKCS#8.
+pub fn certified_key(
+    leaf: &X509,
+    chain: &[X509],
+    key: &PKey<Private>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let der = |c: &X509| {
+        c.to_der()
+            .map(CertificateDer::from)
+            .map_err(|e| format!("cannot encode the certificate: {e}"))
+    };
+    let mut certs = vec![der(leaf)?];
+    for c in chain {
+        certs.push(der(c)?);
+    }
+    let pkcs8 = key
+        .private_key_to_pkcs8()
+        .map_err(|e| format!("cannot encode the key as PKCS#8: {e}"))?;
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
+        .map_err(|e| {
+            format!("a key TLS cannot sign with (RSA, ECDSA P-256/P-384/P-521, Ed25519): {e}")
+        })?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }
 
 impl CertSet {
@@ -252,75 +279,25 @@ impl fmt::Debug for CaCerts {
     }
 }
 
-/// The handshake callback: picks the certificate for the ClientHello's server name from the
-/// live runtime's set.
-pub struct SniCallback {
-    pub shared: Shared,
+/// The key-exchange group of a name in `server.tls.groups`: OpenSSL's names (`X25519MLKEM768`,
+/// `X25519`, `P-256`, `P-384`) and the IETF ones (`secp256r1`, `secp384r1`), any case.
+/// `None` for a group this build cannot offer.
+pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "X25519MLKEM768" => kx_group::X25519MLKEM768,
+        "SECP256R1MLKEM768" => kx_group::SECP256R1MLKEM768,
+        "MLKEM768" => kx_group::MLKEM768,
+        "MLKEM1024" => kx_group::MLKEM1024,
+        "X25519" => kx_group::X25519,
+        "P-256" | "SECP256R1" | "PRIME256V1" => kx_group::SECP256R1,
+        "P-384" | "SECP384R1" => kx_group::SECP384R1,
+        _ => return None,
+    })
 }
 
-#[async_trait]
-impl TlsAccept for SniCallback {
-    async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        use pingora::tls::ext;
-        let rt = self.shared.load();
-        let Some(tls) = rt.config.server.tls.as_ref() else {
-            // TLS removed by a reload: the listener stays until restart, without a certificate.
-            return;
-        };
-        let sni = ssl.servername(NameType::HOST_NAME);
-        let Some(entry) = tls.certs.pick(sni) else {
-            return;
-        };
-        let mut ok = ext::ssl_use_certificate(ssl, &entry.leaf).is_ok();
-        for c in &entry.chain {
-            ok &= ext::ssl_add_chain_cert(ssl, c).is_ok();
-        }
-        ok &= ext::ssl_use_private_key(ssl, &entry.key).is_ok();
-        if !ok {
-            warn!(
-                "tls: cannot use the certificate {} for this handshake",
-                entry.files.0.display()
-            );
-        }
-    }
-}
-
-/// Whether this build's OpenSSL can offer the key-exchange group `name` (an OpenSSL name such
-/// as `X25519MLKEM768`, `X25519` or `P-256`).
+/// Whether this build can offer the key-exchange group `name`.
 pub fn group_supported(name: &str) -> bool {
-    SslContext::builder(SslMethod::tls()).is_ok_and(|mut b| b.set_groups_list(name).is_ok())
-}
-
-/// The OpenSSL group list for `groups`, most preferred first: each group is a preference level
-/// of its own, so the first group in the list that the client supports is chosen, even when
-/// the client sent a key share for a later one only (it is then asked for another share).
-pub fn groups_list(groups: &[String]) -> String {
-    groups.join("/")
-}
-
-/// The settings of the HTTPS listeners: Mozilla intermediate ciphers, `min_version`, the
-/// key-exchange groups, ALPN, and the SNI callback. OpenSSL releases the read and write
-/// buffers of idle connections (RELEASE_BUFFERS).
-pub fn listener_settings(cfg: &TlsConfig, shared: Shared) -> pingora::Result<TlsSettings> {
-    use pingora::{ErrorType, OrErr};
-    let mut settings = TlsSettings::with_callbacks(Box::new(SniCallback { shared }))?;
-    let min = match cfg.min_version {
-        TlsVersion::V1_2 => SslVersion::TLS1_2,
-        TlsVersion::V1_3 => SslVersion::TLS1_3,
-    };
-    settings
-        .set_min_proto_version(Some(min))
-        .or_err(ErrorType::InternalError, "set the minimum TLS version")?;
-    settings
-        .set_groups_list(&groups_list(&cfg.groups))
-        .or_err(ErrorType::InternalError, "set the key-exchange groups")?;
-    // Already set by the Mozilla profile; kept explicit, as the memory of idle connections
-    // depends on it.
-    settings.set_mode(SslMode::RELEASE_BUFFERS);
-    if cfg.http2 {
-        settings.enable_h2();
-    }
-    Ok(settings)
+    kx_group(name).is_some()
 }
 
 #[cfg(test)]
@@ -336,9 +313,7 @@ mod tests {
         let key = PKey::private_key_from_pem(ck.key_pair.serialize_pem().as_bytes()).unwrap();
         CertEntry {
             names: cert_names(&leaf),
-            leaf,
-            chain: Vec::new(),
-            key,
+            certified: certified_key(&leaf, &[], &key).unwrap(),
             raw: (Vec::new(), Vec::new()),
             files: (PathBuf::from(names[0]), PathBuf::new()),
         }

@@ -190,6 +190,15 @@ fn h2_and_h1_over_tls_share_the_request_path() {
     assert!(r.text().contains("x-forwarded-proto: https"));
     let r = c.request("POST", "/big", &[], &[b'x'; 2048]).unwrap();
     assert_eq!(r.status, 413);
+    // A client that offers only protocols gatehouse does not name (curl --http1.0 offers
+    // http/1.0) gets no ALPN answer rather than a refused handshake, and HTTP/1.
+    let h10 = ClientTls {
+        alpn: &["http/1.0"],
+        ..tls.clone()
+    };
+    let mut c = TlsConn::open(g.tls_addr, &h10).unwrap();
+    assert_eq!(c.alpn(), None);
+    assert_eq!(c.get("/h10").unwrap().status, 200);
     // Plain HTTP is still http for the upstream.
     let r = common::get(g.addr, "/plain", &[]);
     assert!(
@@ -197,6 +206,37 @@ fn h2_and_h1_over_tls_share_the_request_path() {
         "{}",
         r.text()
     );
+}
+
+/// The TLS handshake, ClientHello included, must finish within `server.header_read_timeout`:
+/// a client that opens the connection and stalls is cut off, whatever it has sent.
+#[test]
+fn a_stalled_tls_handshake_is_cut_off() {
+    use std::io::{Read, Write};
+    let up = MockUpstream::start(Behaviour::Echo);
+    let certs = Certs::new();
+    let ca = certs.ca();
+    let g = Gatehouse::start(&config(
+        &up.addr.to_string(),
+        &format!("  header_read_timeout: 300ms\n{}", certs.block("")),
+        "",
+    ));
+    // Nothing sent; a record header promising a ClientHello that never comes.
+    for sent in [&b""[..], &b"\x16\x03\x01\x01\x00\x01"[..]] {
+        let mut s = std::net::TcpStream::connect(g.tls_addr).unwrap();
+        s.write_all(sent).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("after {sent:?}: the connection is still open: {other:?}"),
+        }
+    }
+    // A client that handshakes at once is served.
+    let mut c = TlsConn::open(g.tls_addr, &ClientTls::new("a.test", &ca)).unwrap();
+    assert_eq!(c.get("/x").unwrap().status, 200);
 }
 
 #[test]

@@ -25,8 +25,8 @@ pub struct TlsFile {
     #[serde(default)]
     #[schemars(extend("enum" = ["1.2", "1.3", null]))]
     pub min_version: Option<String>,
-    /// Key-exchange groups by OpenSSL name, most preferred first (default [X25519MLKEM768,
-    /// X25519, P-256, P-384]). Fixed at start.
+    /// Key-exchange groups, most preferred first, by name (X25519MLKEM768, X25519, P-256,
+    /// P-384, ...; default [X25519MLKEM768, X25519, P-256, P-384]). Fixed at start.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
     /// Offer HTTP/2 by ALPN (default true). Fixed at start.
@@ -79,7 +79,7 @@ pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certs: Arc<CertSet>,
     pub min_version: TlsVersion,
-    /// Key-exchange groups (OpenSSL names), most preferred first; each one this build offers.
+    /// Key-exchange groups, most preferred first; each one this build offers.
     pub groups: Vec<String>,
     pub http2: bool,
     pub redirect_http: bool,
@@ -180,8 +180,8 @@ pub fn server_tls(f: &TlsFile, errs: &mut Vec<ConfigError>) -> Option<TlsConfig>
     })
 }
 
-/// Validates `server.tls.groups`: each entry one group name that this build's OpenSSL offers,
-/// none twice.
+/// Validates `server.tls.groups`: each entry one group name that this build offers, none
+/// twice.
 fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<String> {
     if list.is_empty() {
         err(
@@ -200,23 +200,22 @@ fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Stri
             err(
                 errs,
                 p,
-                format!("{g:?} is not a group name (one OpenSSL name per entry, e.g. X25519)"),
+                format!("{g:?} is not a group name (one name per entry, e.g. X25519)"),
             );
         } else if g.to_ascii_uppercase().starts_with("DEFAULT") {
             err(
                 errs,
                 p,
-                format!(
-                    "{g:?} is OpenSSL's built-in list, not a group: name the groups one by one"
-                ),
+                format!("{g:?} is a list name, not a group: name the groups one by one"),
             );
         } else if !crate::tls::group_supported(g) {
             err(
                 errs,
                 p,
                 format!(
-                    "unknown key-exchange group {g:?}: this build's OpenSSL does not offer it \
-                     (OpenSSL names such as X25519MLKEM768, X25519, P-256, P-384)"
+                    "unknown key-exchange group {g:?}: this build offers X25519MLKEM768, \
+                     SecP256r1MLKEM768, MLKEM768, MLKEM1024, X25519, P-256 (secp256r1), \
+                     P-384 (secp384r1)"
                 ),
             );
         } else if seen.iter().any(|s| s.eq_ignore_ascii_case(g)) {
@@ -291,7 +290,7 @@ mod tests {
         assert!(errs[0].starts_with("server.tls.groups[1]: unknown key-exchange group \"NOPE-1\""));
         assert!(errs[1].starts_with("server.tls.groups[2]: \"P-384:P-256\" is not a group name"));
         assert!(errs[2].starts_with("server.tls.groups[3]: \"x25519\" is listed twice"));
-        assert!(errs[3].starts_with("server.tls.groups[4]: \"DEFAULT\" is OpenSSL's built-in"));
+        assert!(errs[3].starts_with("server.tls.groups[4]: \"DEFAULT\" is a list name"));
         assert!(errs[4].starts_with("server.tls.groups[5]: \"\" is not a group name"));
         let (_, errs) = groups(&[]);
         assert!(

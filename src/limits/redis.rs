@@ -298,8 +298,8 @@ fn node_info(cfg: &RedisConfig, url: &str) -> redis::RedisResult<redis::Connecti
 }
 
 fn source(cfg: &RedisConfig) -> redis::RedisResult<Source> {
-    // rustls picks its crypto from the process default: ring, the one compiled in
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // rustls picks its crypto from the process default: aws-lc-rs, the one compiled in
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     Ok(match &cfg.servers {
         RedisServers::One(url) => {
             let info = node_info(cfg, url.expose())?;

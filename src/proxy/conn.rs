@@ -13,10 +13,7 @@
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType, ALPN,
-};
+use pingora::protocols::{Peek, Shutdown, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// A client stream whose request headers must arrive within a deadline.
@@ -136,43 +133,101 @@ impl AsyncRead for HeaderDeadline {
     }
 }
 
-/// The traits of a client stream that a wrapper passes to the stream it wraps (all but
-/// reading and TLS).
-macro_rules! delegate_stream {
+/// Writing, for a client stream wrapper: passed to its `inner` field.
+macro_rules! delegate_write {
     ($t:ty) => {
-        impl AsyncWrite for $t {
+        impl ::tokio::io::AsyncWrite for $t {
             fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
                 buf: &[u8],
-            ) -> Poll<std::io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write(cx, buf)
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
             }
 
             fn poll_flush(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                Pin::new(&mut self.inner).poll_flush(cx)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.inner).poll_flush(cx)
             }
 
             fn poll_shutdown(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                Pin::new(&mut self.inner).poll_shutdown(cx)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
             }
 
             fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> Poll<std::io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
             }
 
             fn is_write_vectored(&self) -> bool {
                 self.inner.is_write_vectored()
+            }
+        }
+    };
+}
+
+/// What a client stream wrapper tells of its connection (id, timings, socket and proxy
+/// digests): what the stream `self.$under()` tells.
+macro_rules! delegate_digests {
+    ($t:ty, $under:ident) => {
+        impl ::pingora::protocols::UniqueID for $t {
+            fn id(&self) -> ::pingora::protocols::UniqueIDType {
+                self.$under().id()
+            }
+        }
+
+        impl ::pingora::protocols::GetTimingDigest for $t {
+            fn get_timing_digest(&self) -> Vec<Option<::pingora::protocols::TimingDigest>> {
+                self.$under().get_timing_digest()
+            }
+
+            fn get_read_pending_time(&self) -> ::std::time::Duration {
+                self.$under().get_read_pending_time()
+            }
+
+            fn get_write_pending_time(&self) -> ::std::time::Duration {
+                self.$under().get_write_pending_time()
+            }
+        }
+
+        impl ::pingora::protocols::GetProxyDigest for $t {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<::std::sync::Arc<::pingora::protocols::raw_connect::ProxyDigest>> {
+                self.$under().get_proxy_digest()
+            }
+        }
+
+        impl ::pingora::protocols::GetSocketDigest for $t {
+            fn get_socket_digest(
+                &self,
+            ) -> Option<::std::sync::Arc<::pingora::protocols::SocketDigest>> {
+                self.$under().get_socket_digest()
+            }
+        }
+    };
+}
+
+pub(crate) use {delegate_digests, delegate_write};
+
+/// The traits of a client stream that a wrapper passes to the stream it wraps (all but
+/// reading and TLS).
+macro_rules! delegate_stream {
+    ($t:ty) => {
+        delegate_write!($t);
+        delegate_digests!($t, stream);
+
+        impl $t {
+            fn stream(&self) -> &Stream {
+                &self.inner
             }
         }
 
@@ -180,40 +235,6 @@ macro_rules! delegate_stream {
         impl Shutdown for $t {
             async fn shutdown(&mut self) {
                 self.inner.shutdown().await
-            }
-        }
-
-        impl UniqueID for $t {
-            fn id(&self) -> UniqueIDType {
-                self.inner.id()
-            }
-        }
-
-        impl GetTimingDigest for $t {
-            fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-                self.inner.get_timing_digest()
-            }
-
-            fn get_read_pending_time(&self) -> Duration {
-                self.inner.get_read_pending_time()
-            }
-
-            fn get_write_pending_time(&self) -> Duration {
-                self.inner.get_write_pending_time()
-            }
-        }
-
-        impl GetProxyDigest for $t {
-            fn get_proxy_digest(
-                &self,
-            ) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-                self.inner.get_proxy_digest()
-            }
-        }
-
-        impl GetSocketDigest for $t {
-            fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-                self.inner.get_socket_digest()
             }
         }
 
@@ -303,12 +324,64 @@ impl Ssl for HeaderDeadline {
     }
 }
 
-/// The proxy application with the header deadline on its HTTP/1 connections.
+/// The proxy application with the header deadline on its HTTP/1 connections, the PROXY
+/// protocol, the TLS handshake of the HTTPS listeners and h2c by prior knowledge.
 pub struct Edge<A> {
     pub inner: Arc<A>,
     /// The live config: each new connection takes `server.header_read_timeout` from it, so a
     /// reload applies to the connections accepted after it.
     pub shared: crate::runtime::Shared,
+    /// The HTTPS listeners (fixed at start), if any.
+    pub tls: Option<crate::edge_tls::TlsEdge>,
+}
+
+impl<A> Edge<A> {
+    /// Reads what comes before HTTP on a new connection: the PROXY header, the TLS
+    /// handshake, the h2c preface. `Err` closes the connection.
+    async fn open(&self, stream: Stream) -> Result<Stream, String> {
+        use pingora::protocols::l4::stream::Stream as L4Stream;
+        let tls = self.tls.as_ref().filter(|t| {
+            t.serves(
+                stream
+                    .get_socket_digest()
+                    .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied())),
+            )
+        });
+        // The live config, read once for the connection's start.
+        let rt = self.shared.load_full();
+        let server = &rt.config.server;
+        let (limit, h2c) = (server.header_read_timeout, server.h2c);
+        if tls.is_none() && !h2c && server.proxy_protocol.is_none() {
+            return Ok(Box::new(HeaderDeadline::new(stream, limit)));
+        }
+        let mut l4 = stream
+            .into_any()
+            .downcast::<L4Stream>()
+            .map_err(|_| "not a TCP stream".to_string())?;
+        if let Some(pp) = &server.proxy_protocol {
+            if let Err(e) = crate::proxy_protocol::accept(&mut l4, &pp.trusted, limit).await {
+                // A balancer that sends a broken header is worth an operator's look.
+                log::info!("closing connection: {e}");
+                return Err(e);
+            }
+        }
+        drop(rt);
+        if let Some(tls) = tls {
+            let conn = tls.handshake(*l4, limit).await?;
+            if matches!(conn.selected_alpn_proto(), Some(ALPN::H2)) {
+                return Ok(Box::new(conn));
+            }
+            return Ok(Box::new(HeaderDeadline::new(Box::new(conn), limit)));
+        }
+        if h2c
+            && opens_with_h2_preface(&mut l4, limit)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            return Ok(Box::new(PriorKnowledge { inner: l4 }));
+        }
+        Ok(Box::new(HeaderDeadline::new(l4, limit)))
+    }
 }
 
 #[async_trait]
@@ -318,39 +391,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Edge<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // The live config, read once for the connection's start.
-        let rt = self.shared.load_full();
-        let stream = match crate::proxy_protocol::accept_plain(stream, &rt).await {
-            Ok(s) => s,
+        // Boxed: the TLS handshake's state is large, and an unboxed `open` would size this
+        // future (which lives as long as the connection) for it, on plain connections too.
+        match Box::pin(self.open(stream)).await {
+            Ok(stream) => self.inner.process_new(stream, shutdown).await,
             Err(e) => {
-                log::info!("closing connection: {e}");
-                return None;
+                log::debug!("closing connection: {e}");
+                None
             }
-        };
-        let (limit, h2c) = (rt.config.server.header_read_timeout, rt.config.server.h2c);
-        drop(rt);
-        let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            stream
-        } else if h2c && stream.get_ssl().is_none() {
-            let Ok(mut l4) = stream
-                .into_any()
-                .downcast::<pingora::protocols::l4::stream::Stream>()
-            else {
-                log::info!("closing connection: h2c: not a TCP stream");
-                return None;
-            };
-            match opens_with_h2_preface(&mut l4, limit).await {
-                Ok(true) => Box::new(PriorKnowledge { inner: l4 }),
-                Ok(false) => Box::new(HeaderDeadline::new(l4, limit)),
-                Err(e) => {
-                    log::debug!("closing connection: {e}");
-                    return None;
-                }
-            }
-        } else {
-            Box::new(HeaderDeadline::new(stream, limit))
-        };
-        self.inner.process_new(stream, shutdown).await
+        }
     }
 
     async fn cleanup(&self) {

@@ -270,9 +270,11 @@ impl ResumingClient {
         Ok((r, c.ssl().session_reused()))
     }
 
-    /// The lifetime the server gave the kept session (its ticket), in seconds.
-    pub fn session_timeout(&self) -> Option<i64> {
-        self.session.as_ref().map(|s| s.timeout())
+    /// The lifetime the server gave the kept session's ticket (its lifetime hint), in
+    /// seconds: read from the session's DER, as the openssl crate has no accessor for it.
+    pub fn ticket_lifetime(&self) -> Option<u64> {
+        let der = self.session.as_ref()?.to_der().ok()?;
+        ticket_lifetime_hint(&der)
     }
 }
 
@@ -341,4 +343,41 @@ impl TlsUpstream {
         });
         TlsUpstream { addr, targets }
     }
+}
+
+/// One DER element at the start of `b`: (tag, contents, rest).
+fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, mut b) = b.split_first()?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let (l, rest) = b.split_at(n);
+        b = rest;
+        l.iter().fold(0usize, |acc, &x| (acc << 8) | x as usize)
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
+/// The ticket lifetime hint of an OpenSSL session in DER: the field tagged `[9]` of the
+/// session's SEQUENCE, an INTEGER.
+fn ticket_lifetime_hint(der: &[u8]) -> Option<u64> {
+    let (0x30, mut fields, _) = der_element(der)? else {
+        return None;
+    };
+    while !fields.is_empty() {
+        let (tag, contents, rest) = der_element(fields)?;
+        if tag == 0xa9 {
+            let (0x02, int, _) = der_element(contents)? else {
+                return None;
+            };
+            return Some(int.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64));
+        }
+        fields = rest;
+    }
+    None
 }
