@@ -1,7 +1,8 @@
 //! What a TLS library keeps for an idle connection: a bare TLS 1.3 server (no proxy, no
 //! Pingora) that answers one HTTP/1.1 request per connection and then holds it open, on
-//! OpenSSL (the vendored 3.6 gatehouse links, with gatehouse's `RELEASE_BUFFERS` and
-//! read-ahead) or on rustls (0.23, aws-lc-rs, as gatehouse's HTTPS listeners). For measurement, not a product: `benches/conns.py`
+//! OpenSSL (the vendored 3.6 gatehouse links for HTTPS upstreams, with `RELEASE_BUFFERS` and
+//! read-ahead, the settings of its former OpenSSL listeners) or on rustls (0.23, aws-lc-rs,
+//! as gatehouse's HTTPS listeners). For measurement, not a product: `benches/conns.py`
 //! opens the connections and prints the server's RSS growth per connection, so the two
 //! libraries can be compared with the same task and socket around them.
 //!

@@ -8,13 +8,13 @@
 //!   order. To honour `server.tls.groups` as a preference list, the ClientHello is read first
 //!   and the handshake continues under a config that offers one group only: the first of ours
 //!   the client supports. A client without a key share for it is asked for one
-//!   (HelloRetryRequest), as OpenSSL's server preference does.
+//!   (HelloRetryRequest), as an OpenSSL server with one preference level per group does.
 //! - **Versions.** `min_version: "1.3"` builds the configs with TLS 1.3 only.
 //! - **Resumption.** All configs share one session cache (TLS 1.2 session IDs) and one ticket
 //!   key set (rustls's `Ticketer`: keys made at start, rotated every 6 hours, a ticket
 //!   accepted for at most 12): sessions resume across threads, not across restarts.
-//! - **Time.** The handshake (ClientHello included) must finish within
-//!   `server.header_read_timeout`.
+//! - **Time.** The PROXY header and the handshake (ClientHello included) must both be in
+//!   within `server.header_read_timeout` of the connection's accept.
 
 use crate::config::tls::{TlsConfig, TlsVersion};
 use crate::runtime::Shared;
@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// TLS 1.2 sessions kept for resumption by session ID (clients without tickets).
@@ -113,7 +112,7 @@ impl TlsEdge {
         let alpn: Vec<Vec<u8>> = if cfg.http2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
-            Vec::new()
+            vec![b"http/1.1".to_vec()]
         };
         let build = |kx: Vec<&'static dyn SupportedKxGroup>| -> Result<Configs, String> {
             let p = rustls::crypto::CryptoProvider {
@@ -158,17 +157,20 @@ impl TlsEdge {
         })
     }
 
-    /// Whether a connection accepted on `local` came in through an HTTPS listener.
+    /// Whether a connection accepted on `local` came in through an HTTPS listener. An
+    /// unspecified address covers its family (`0.0.0.0` IPv4, `::` both, as a dual-stack
+    /// socket does); config validation keeps plain and HTTPS listeners on distinct ports.
     pub fn serves(&self, local: Option<SocketAddr>) -> bool {
-        let Some(local) = local else { return false };
-        self.listen
-            .iter()
-            .any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()))
+        local.is_some_and(|local| listens_on(&self.listen, local))
     }
 
     /// The config to continue a handshake with: the one of the first group in our order
     /// that the client supports (a group for TLS 1.3 only if the client offers TLS 1.3),
     /// with ALPN unless the client offers none of our protocols.
+    ///
+    /// rustls shows no supported_versions here, so a client is taken to offer TLS 1.3 when it
+    /// lists a TLS 1.3 cipher suite: a TLS 1.2-only client that lists them anyway and names a
+    /// TLS 1.3-only group first (no such client is known) would be refused.
     fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
         let offered: &[NamedGroup] = hello.named_groups().unwrap_or(&[]);
         let tls13 = hello.cipher_suites().iter().any(|s| {
@@ -189,8 +191,12 @@ impl TlsEdge {
             .pick(hello)
     }
 
-    /// Runs the server handshake on `stream` within `limit`.
-    pub async fn handshake(&self, stream: L4Stream, limit: Duration) -> Result<TlsConn, String> {
+    /// Runs the server handshake on `stream`, to be done by `deadline`.
+    pub async fn handshake(
+        &self,
+        stream: L4Stream,
+        deadline: tokio::time::Instant,
+    ) -> Result<TlsConn, String> {
         let run = async {
             let lazy = tokio_rustls::LazyConfigAcceptor::new(Default::default(), stream);
             let start = lazy.await.map_err(|e| format!("TLS ClientHello: {e}"))?;
@@ -200,7 +206,7 @@ impl TlsEdge {
                 .await
                 .map_err(|e| format!("TLS handshake: {e}"))
         };
-        let inner = tokio::time::timeout(limit, run)
+        let inner = tokio::time::timeout_at(deadline, run)
             .await
             .map_err(|_| "TLS handshake not complete within header_read_timeout".to_string())??;
         let conn = inner.get_ref().1;
@@ -224,6 +230,16 @@ impl TlsEdge {
             alpn,
         })
     }
+}
+
+/// Whether `local`, a connection's local address, is one of the `listen` addresses.
+fn listens_on(listen: &[SocketAddr], local: SocketAddr) -> bool {
+    let ip = crate::filters::ip::canonical(local.ip());
+    listen.iter().any(|l| {
+        let a = l.ip();
+        l.port() == local.port()
+            && (a == ip || (a.is_unspecified() && (a.is_ipv6() || ip.is_ipv4())))
+    })
 }
 
 /// A client connection after the TLS handshake.
@@ -281,3 +297,26 @@ impl Ssl for TlsConn {
 }
 
 impl Peek for TlsConn {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_https_by_its_local_address() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let listen = [a("0.0.0.0:443"), a("[::1]:8443")];
+        assert!(listens_on(&listen, a("10.0.0.5:443")));
+        // IPv4 on a dual-stack socket is seen as IPv4-mapped IPv6.
+        assert!(listens_on(&listen, a("[::ffff:10.0.0.5]:443")));
+        // 0.0.0.0 covers IPv4 only: [::1]:443 may be a plain listener.
+        assert!(!listens_on(&listen, a("[::1]:443")));
+        assert!(listens_on(&listen, a("[::1]:8443")));
+        assert!(!listens_on(&listen, a("127.0.0.1:8443")));
+        assert!(!listens_on(&listen, a("10.0.0.5:80")));
+        // :: takes both families, as a dual-stack socket does.
+        let dual = [a("[::]:443")];
+        assert!(listens_on(&dual, a("[2001:db8::1]:443")));
+        assert!(listens_on(&dual, a("192.0.2.1:443")));
+    }
+}

@@ -146,7 +146,10 @@ pub fn certified_key(
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
         .map_err(|e| {
-            format!("a key TLS cannot sign with (RSA, ECDSA P-256/P-384/P-521, Ed25519): {e}")
+            format!(
+                "a key TLS cannot sign with (RSA of 2048 to 8192 bits, ECDSA P-256/P-384/P-521, \
+                 Ed25519): {e}"
+            )
         })?;
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }

@@ -218,14 +218,15 @@ fn a_stalled_tls_handshake_is_cut_off() {
     let ca = certs.ca();
     let g = Gatehouse::start(&config(
         &up.addr.to_string(),
-        &format!("  header_read_timeout: 300ms\n{}", certs.block("")),
+        &format!("  header_read_timeout: 1s\n{}", certs.block("")),
         "",
     ));
     // Nothing sent; a record header promising a ClientHello that never comes.
     for sent in [&b""[..], &b"\x16\x03\x01\x01\x00\x01"[..]] {
         let mut s = std::net::TcpStream::connect(g.tls_addr).unwrap();
         s.write_all(sent).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        // Well below Pingora's own 60 s bound on a TLS listener's handshake.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let mut buf = [0u8; 64];
         match s.read(&mut buf) {

@@ -193,3 +193,56 @@ fn a_restart_forgets_the_sessions() {
     assert_eq!((r.status, resumed), (200, false));
     assert!(c.get(g.tls_addr, "/again").unwrap().1);
 }
+
+/// A connection is told HTTPS from plain by the port it came in on, so one port cannot be
+/// both (even on two addresses): `gatehouse check` names the HTTPS entry.
+#[test]
+fn a_port_cannot_be_plain_and_https() {
+    let site = Site::new();
+    let text = site
+        .config(None)
+        .replace("LISTEN", "127.0.0.1:18443")
+        .replace("TLSADDR", "[::1]:18443")
+        .replace("ADMIN", "127.0.0.1:18444")
+        .replace("TMPDIR", &site.dir.path().display().to_string());
+    let path = site.dir.path().join("clash.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(common::bin())
+            .args(["check", "-c"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("server.tls.listen[0]: port 18443 is also a plain listener's"),
+        "{stderr}"
+    );
+    std::fs::write(&path, text.replace("[::1]:18443", "[::1]:18445")).unwrap();
+    let out = check(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A TLS 1.2 client that lists the post-quantum hybrid among its groups (OpenSSL 3.6's
+/// default list does) gets the first classical group: X25519MLKEM768 is TLS 1.3 only.
+#[test]
+fn a_tls12_client_gets_a_classical_group() {
+    let site = Site::new();
+    let g = Gatehouse::start(&site.config(None));
+    let ca = site.pki.ca_pem();
+    let tls = ClientTls {
+        max: Some(SslVersion::TLS1_2),
+        ..ClientTls::new("a.test", &ca)
+    };
+    let mut c = TlsConn::open(g.tls_addr, &tls).unwrap();
+    assert_eq!(c.ssl().version_str(), "TLSv1.2");
+    assert_eq!(c.group().as_deref(), Some("x25519"));
+    assert_eq!(c.get("/x").unwrap().status, 200);
+}

@@ -210,6 +210,20 @@ pub fn validate(f: &FileConfig) -> Result<Config, ConfigErrors> {
             other => other,
         },
     };
+    // A connection is told HTTPS from plain by the port it came in on.
+    if let Some(tls) = &server.tls {
+        for (i, a) in tls.listen.iter().enumerate() {
+            if server.listen.iter().any(|p| p.port() == a.port()) {
+                e.push(
+                    format!("server.tls.listen[{i}]"),
+                    format!(
+                        "port {} is also a plain listener's (server.listen)",
+                        a.port()
+                    ),
+                );
+            }
+        }
+    }
     let demo = f
         .demo
         .as_ref()

@@ -16,7 +16,8 @@
 //!   script runs on one node. After a Sentinel failover the old master refuses writes
 //!   (`READONLY`) or is gone: either puts the client down, and the probe asks the Sentinels
 //!   for the master again.
-//! - TLS is rustls (the process's other TLS stack, Pingora's OpenSSL, stays the listeners').
+//! - TLS is rustls with aws-lc-rs, as the HTTPS listeners' (Pingora's OpenSSL is for HTTPS
+//!   upstreams only).
 //! - The connection is created lazily (by the first decision or the background service), so
 //!   a config naming Redis loads, checks and serves without one. Each decision has
 //!   `redis.timeout` as its budget. After a timeout or a connection, TLS or AUTH error,

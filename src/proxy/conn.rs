@@ -354,6 +354,8 @@ impl<A> Edge<A> {
         if tls.is_none() && !h2c && server.proxy_protocol.is_none() {
             return Ok(Box::new(HeaderDeadline::new(stream, limit)));
         }
+        // The PROXY header and the TLS handshake share one deadline from here.
+        let accepted = Instant::now();
         let mut l4 = stream
             .into_any()
             .downcast::<L4Stream>()
@@ -367,7 +369,7 @@ impl<A> Edge<A> {
         }
         drop(rt);
         if let Some(tls) = tls {
-            let conn = tls.handshake(*l4, limit).await?;
+            let conn = tls.handshake(*l4, accepted + limit).await?;
             if matches!(conn.selected_alpn_proto(), Some(ALPN::H2)) {
                 return Ok(Box::new(conn));
             }
