@@ -10,6 +10,10 @@
 //! HTTP/2 connections are not given the deadline (h2 has its own framing and Pingora's h2
 //! handshake timeouts). With `server.h2c`, a plain connection that opens with the HTTP/2
 //! preface is HTTP/2 by prior knowledge (`PriorKnowledge`); any other is HTTP/1.
+//!
+//! Before any of that, `Edge` reads a connection's PROXY protocol header
+//! (`crate::proxy_protocol`) and, on an HTTPS listener, runs its TLS handshake
+//! (`crate::edge_tls`), both within `server.header_read_timeout` of the accept.
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
