@@ -27,10 +27,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, StoresServer
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, NamedGroup, ProtocolVersion};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, ReadBuf};
 
 /// TLS 1.2 sessions kept for resumption by session ID (clients without tickets).
 const SESSION_CACHE: usize = 4096;
@@ -83,13 +80,12 @@ impl Configs {
 pub struct TlsEdge {
     listen: Vec<SocketAddr>,
     /// One config per group of `server.tls.groups`, in its order, each offering that group
-    /// only.
+    /// only (never empty: the config has at least one group). A client that shares none of
+    /// them gets the first, and rustls refuses it.
     by_group: Vec<(&'static dyn SupportedKxGroup, Configs)>,
-    /// Every group: for a client that shares none of ours (rustls then refuses it).
-    all: Configs,
-    /// What Pingora reads of a TLS connection: one per cipher suite and version, shared by
-    /// the connections that negotiate them (no allocation per connection).
-    digests: Vec<(CipherSuite, ProtocolVersion, Arc<SslDigest>)>,
+    /// What Pingora reads of a TLS connection: one per cipher suite (a suite names its TLS
+    /// version), shared by the connections that negotiate it (no allocation per connection).
+    digests: Vec<(CipherSuite, Arc<SslDigest>)>,
 }
 
 impl TlsEdge {
@@ -99,11 +95,6 @@ impl TlsEdge {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::V1_3 => &[&rustls::version::TLS13],
         };
-        let groups: Vec<&'static dyn SupportedKxGroup> = cfg
-            .groups
-            .iter()
-            .map(|g| crate::tls::kx_group(g).ok_or_else(|| format!("unknown group {g:?}")))
-            .collect::<Result<_, _>>()?;
         let resolver: Arc<dyn ResolvesServerCert> = Arc::new(LiveCerts { shared });
         let sessions: Arc<dyn StoresServerSessions> =
             rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
@@ -133,26 +124,30 @@ impl TlsEdge {
                 no_alpn,
             })
         };
-        let by_group = groups
+        let by_group = cfg
+            .groups
             .iter()
-            .map(|g| Ok((*g, build(vec![*g])?)))
+            .map(|g| Ok((g.0, build(vec![g.0])?)))
             .collect::<Result<Vec<_>, String>>()?;
-        let all = build(groups)?;
-        let mut digests = Vec::new();
-        for suite in &provider.cipher_suites {
-            let version = suite.version().version;
-            let name = match version {
-                ProtocolVersion::TLSv1_3 => "TLSv1.3",
-                _ => "TLSv1.2",
-            };
-            let cipher = suite.suite().as_str().unwrap_or("unknown");
-            let digest = SslDigest::new(cipher, name, None, None, Vec::new());
-            digests.push((suite.suite(), version, Arc::new(digest)));
+        if by_group.is_empty() {
+            return Err("no key-exchange group".into());
         }
+        let digests = provider
+            .cipher_suites
+            .iter()
+            .map(|suite| {
+                let version = match suite.version().version {
+                    ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                    _ => "TLSv1.2",
+                };
+                let cipher = suite.suite().as_str().unwrap_or("unknown");
+                let digest = SslDigest::new(cipher, version, None, None, Vec::new());
+                (suite.suite(), Arc::new(digest))
+            })
+            .collect();
         Ok(TlsEdge {
             listen: cfg.listen.clone(),
             by_group,
-            all,
             digests,
         })
     }
@@ -181,14 +176,10 @@ impl TlsEdge {
                     | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
             )
         });
-        self.by_group
-            .iter()
-            .find(|(g, _)| {
-                offered.contains(&g.name())
-                    && (tls13 || g.usable_for_version(ProtocolVersion::TLSv1_2))
-            })
-            .map_or(&self.all, |(_, c)| c)
-            .pick(hello)
+        let chosen = self.by_group.iter().find(|(g, _)| {
+            offered.contains(&g.name()) && (tls13 || g.usable_for_version(ProtocolVersion::TLSv1_2))
+        });
+        chosen.unwrap_or(&self.by_group[0]).1.pick(hello)
     }
 
     /// Runs the server handshake on `stream`, to be done by `deadline`.
@@ -217,12 +208,8 @@ impl TlsEdge {
         };
         let digest = conn
             .negotiated_cipher_suite()
-            .and_then(|s| {
-                self.digests
-                    .iter()
-                    .find(|(c, v, _)| *c == s.suite() && *v == s.version().version)
-            })
-            .map(|(_, _, d)| d.clone())
+            .and_then(|s| self.digests.iter().find(|(c, _)| *c == s.suite()))
+            .map(|(_, d)| d.clone())
             .ok_or("TLS handshake: no cipher suite negotiated")?;
         Ok(TlsConn {
             inner,
@@ -265,16 +252,7 @@ impl std::fmt::Debug for TlsConn {
     }
 }
 
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
+crate::proxy::conn::delegate_read!(TlsConn);
 crate::proxy::conn::delegate_write!(TlsConn);
 crate::proxy::conn::delegate_digests!(TlsConn, l4);
 

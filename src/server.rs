@@ -108,9 +108,10 @@ pub fn run(cfg: Config, opts: Options) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    // The proxy application, wrapped so that each HTTP/1 client stream carries the header
-    // read deadline (`server.header_read_timeout`, src/proxy/conn.rs),
-    // and whose HTTP/1 waits (between requests, for the rest of a header) hold no per-request
+    // The proxy application, wrapped so that a new connection first has its PROXY header
+    // read and, on an HTTPS listener, its TLS handshake run, and each HTTP/1 client stream
+    // carries the header read deadline (`server.header_read_timeout`, src/proxy/conn.rs);
+    // its HTTP/1 waits (between requests, for the rest of a header) hold no per-request
     // state (src/idle.rs).
     let mut http = pingora::proxy::http_proxy(
         &server.configuration,

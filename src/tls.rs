@@ -142,15 +142,15 @@ pub fn certified_key(
     let pkcs8 = key
         .private_key_to_pkcs8()
         .map_err(|e| format!("cannot encode the key as PKCS#8: {e}"))?;
-    let signing = rustls::crypto::aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
-        .map_err(|e| {
-            format!(
-                "a key TLS cannot sign with (RSA of 2048 to 8192 bits, ECDSA P-256/P-384/P-521, \
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+        PrivatePkcs8KeyDer::from(pkcs8),
+    ))
+    .map_err(|e| {
+        format!(
+            "a key TLS cannot sign with (RSA of 2048 to 8192 bits, ECDSA P-256/P-384/P-521, \
                  Ed25519): {e}"
-            )
-        })?;
+        )
+    })?;
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }
 
@@ -282,11 +282,28 @@ impl fmt::Debug for CaCerts {
     }
 }
 
+/// A key-exchange group of `server.tls.groups`, resolved when the config is compiled. Two
+/// names of one group (`P-256`, `secp256r1`) are equal.
+#[derive(Clone, Copy)]
+pub struct KxGroup(pub &'static dyn SupportedKxGroup);
+
+impl PartialEq for KxGroup {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name()
+    }
+}
+
+impl fmt::Debug for KxGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.name())
+    }
+}
+
 /// The key-exchange group of a name in `server.tls.groups`: OpenSSL's names (`X25519MLKEM768`,
 /// `X25519`, `P-256`, `P-384`) and the IETF ones (`secp256r1`, `secp384r1`), any case.
 /// `None` for a group this build cannot offer.
-pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    Some(match name.to_ascii_uppercase().as_str() {
+pub fn kx_group(name: &str) -> Option<KxGroup> {
+    Some(KxGroup(match name.to_ascii_uppercase().as_str() {
         "X25519MLKEM768" => kx_group::X25519MLKEM768,
         "SECP256R1MLKEM768" => kx_group::SECP256R1MLKEM768,
         "MLKEM768" => kx_group::MLKEM768,
@@ -295,12 +312,7 @@ pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
         "P-256" | "SECP256R1" | "PRIME256V1" => kx_group::SECP256R1,
         "P-384" | "SECP384R1" => kx_group::SECP384R1,
         _ => return None,
-    })
-}
-
-/// Whether this build can offer the key-exchange group `name`.
-pub fn group_supported(name: &str) -> bool {
-    kx_group(name).is_some()
+    }))
 }
 
 #[cfg(test)]

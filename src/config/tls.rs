@@ -7,7 +7,7 @@
 //! its equality compares the file contents, so a renewed certificate is a changed config.
 
 use super::ConfigError;
-use crate::tls::{CaCerts, CertSet};
+use crate::tls::{kx_group, CaCerts, CertSet, KxGroup};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,8 +79,8 @@ pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certs: Arc<CertSet>,
     pub min_version: TlsVersion,
-    /// Key-exchange groups, most preferred first; each one this build offers.
-    pub groups: Vec<String>,
+    /// Key-exchange groups, most preferred first.
+    pub groups: Vec<KxGroup>,
     pub http2: bool,
     pub redirect_http: bool,
 }
@@ -140,11 +140,7 @@ pub fn server_tls(f: &TlsFile, errs: &mut Vec<ConfigError>) -> Option<TlsConfig>
     };
     let groups = match &f.groups {
         Some(list) => key_exchange_groups(list, errs),
-        None => DEFAULT_GROUPS
-            .iter()
-            .filter(|g| crate::tls::group_supported(g))
-            .map(|g| g.to_string())
-            .collect(),
+        None => DEFAULT_GROUPS.into_iter().filter_map(kx_group).collect(),
     };
     if f.certificates.is_empty() {
         err(
@@ -182,7 +178,7 @@ pub fn server_tls(f: &TlsFile, errs: &mut Vec<ConfigError>) -> Option<TlsConfig>
 
 /// Validates `server.tls.groups`: each entry one group name that this build offers, none
 /// twice.
-fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<String> {
+fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<KxGroup> {
     if list.is_empty() {
         err(
             errs,
@@ -190,7 +186,7 @@ fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Stri
             "needs at least one key-exchange group (or leave it out for the default)",
         );
     }
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: Vec<KxGroup> = Vec::new();
     for (i, g) in list.iter().enumerate() {
         let p = format!("server.tls.groups[{i}]");
         let plain = !g.is_empty()
@@ -208,7 +204,13 @@ fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Stri
                 p,
                 format!("{g:?} is a list name, not a group: name the groups one by one"),
             );
-        } else if !crate::tls::group_supported(g) {
+        } else if let Some(group) = kx_group(g) {
+            if seen.contains(&group) {
+                err(errs, p, format!("{g:?} is listed twice"));
+            } else {
+                seen.push(group);
+            }
+        } else {
             err(
                 errs,
                 p,
@@ -218,10 +220,6 @@ fn key_exchange_groups(list: &[String], errs: &mut Vec<ConfigError>) -> Vec<Stri
                      P-384 (secp384r1)"
                 ),
             );
-        } else if seen.iter().any(|s| s.eq_ignore_ascii_case(g)) {
-            err(errs, p, format!("{g:?} is listed twice"));
-        } else {
-            seen.push(g.clone());
         }
     }
     seen
@@ -264,7 +262,7 @@ pub fn backend_tls(
 mod tests {
     use super::*;
 
-    fn groups(list: &[&str]) -> (Vec<String>, Vec<String>) {
+    fn groups(list: &[&str]) -> (Vec<KxGroup>, Vec<String>) {
         let mut errs = Vec::new();
         let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
         let ok = key_exchange_groups(&list, &mut errs);
@@ -274,24 +272,27 @@ mod tests {
     #[test]
     fn the_build_offers_the_default_groups() {
         for g in DEFAULT_GROUPS {
-            assert!(crate::tls::group_supported(g), "{g}");
+            assert!(kx_group(g).is_some(), "{g}");
         }
-        assert_eq!(
-            groups(&DEFAULT_GROUPS),
-            (DEFAULT_GROUPS.map(String::from).to_vec(), vec![])
-        );
+        let all: Vec<KxGroup> = DEFAULT_GROUPS.into_iter().filter_map(kx_group).collect();
+        assert_eq!(all.len(), DEFAULT_GROUPS.len());
+        assert_eq!(groups(&DEFAULT_GROUPS), (all, vec![]));
     }
 
     #[test]
     fn bad_groups_are_named_by_their_index() {
         let (ok, errs) = groups(&["X25519", "NOPE-1", "P-384:P-256", "x25519", "DEFAULT", ""]);
-        assert_eq!(ok, ["X25519"]);
+        assert_eq!(ok, [kx_group("X25519").unwrap()]);
         assert_eq!(errs.len(), 5, "{errs:?}");
         assert!(errs[0].starts_with("server.tls.groups[1]: unknown key-exchange group \"NOPE-1\""));
         assert!(errs[1].starts_with("server.tls.groups[2]: \"P-384:P-256\" is not a group name"));
         assert!(errs[2].starts_with("server.tls.groups[3]: \"x25519\" is listed twice"));
         assert!(errs[3].starts_with("server.tls.groups[4]: \"DEFAULT\" is a list name"));
         assert!(errs[4].starts_with("server.tls.groups[5]: \"\" is not a group name"));
+        // Two names of one group are one group.
+        let (ok, errs) = groups(&["P-256", "secp256r1"]);
+        assert_eq!(ok.len(), 1);
+        assert!(errs[0].starts_with("server.tls.groups[1]: \"secp256r1\" is listed twice"));
         let (_, errs) = groups(&[]);
         assert!(
             errs[0].starts_with("server.tls.groups: needs at least one"),

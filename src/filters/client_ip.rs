@@ -74,7 +74,6 @@ impl ClientIpResolver {
 pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
     use std::io::Write;
     const NAME: http::header::HeaderName = http::header::HeaderName::from_static("x-forwarded-for");
-    let name = NAME;
     // The peer's text first, on the stack (an IPv6 address is at most 45 characters), so the
     // value is one allocation of its exact length: a `Vec` whose length is its capacity
     // becomes `Bytes` without a second allocation for a shared header.
@@ -85,7 +84,7 @@ pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> http::HeaderValue {
     let addr = &addr[..n];
     let lines = || {
         headers
-            .get_all(&name)
+            .get_all(&NAME)
             .into_iter()
             .map(|v| v.as_bytes().trim_ascii())
             .filter(|b| !b.is_empty())

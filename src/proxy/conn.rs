@@ -137,6 +137,21 @@ impl AsyncRead for HeaderDeadline {
     }
 }
 
+/// Reading, for a client stream wrapper that adds nothing to it: passed to its `inner` field.
+macro_rules! delegate_read {
+    ($t:ty) => {
+        impl ::tokio::io::AsyncRead for $t {
+            fn poll_read(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+            }
+        }
+    };
+}
+
 /// Writing, for a client stream wrapper: passed to its `inner` field.
 macro_rules! delegate_write {
     ($t:ty) => {
@@ -220,7 +235,7 @@ macro_rules! delegate_digests {
     };
 }
 
-pub(crate) use {delegate_digests, delegate_write};
+pub(crate) use {delegate_digests, delegate_read, delegate_write};
 
 /// The traits of a client stream that a wrapper passes to the stream it wraps (all but
 /// reading and TLS).
@@ -261,15 +276,7 @@ pub struct PriorKnowledge {
     inner: Stream,
 }
 
-impl AsyncRead for PriorKnowledge {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
+delegate_read!(PriorKnowledge);
 
 impl Ssl for PriorKnowledge {
     fn selected_alpn_proto(&self) -> Option<ALPN> {
