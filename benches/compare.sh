@@ -128,7 +128,7 @@ YAML
 HAPROXY=${HAPROXY:-1}
 [ "$HAPROXY" = 0 ] || python3 -c 'import maxminddb' 2>/dev/null || python3 -m pip install --quiet maxminddb
 python3 benches/full_chain.py "$WORK/ghf.yaml" "$GHF" "$UP" "$PWD/geoip-fixtures/cities.mmdb" "$NGXR" \
-  $([ "$HAPROXY" = 1 ] && echo "$HAPR")
+  $([ "$HAPROXY" = 1 ] && echo haproxy)
 
 start_upstream "$WORK" "$UP" "$UPH2"
 nginx -c "$WORK/proxy.conf"
@@ -138,7 +138,7 @@ nginx -c "$WORK/rules.conf"
 # equivalent to the full chain (benches/full_chain.py).
 if [ "$HAPROXY" = 1 ]; then
   start_haproxy "$WORK" haproxy "$HAP" "$UP"
-  haproxy -D -f "$WORK/haproxy_rules.cfg"
+  start_haproxy "$WORK" haproxy_rules "$HAPR" "$UP" "$WORK/haproxy_rules.frontend"
 fi
 RUST_LOG=warn $GH -c "$WORK/gatehouse.yaml" 2>"$WORK/gh.err" &
 echo $! > "$WORK/gatehouse.pid"

@@ -5,8 +5,9 @@ Writes GATEHOUSE_YAML: ip_filter deny with 1,000 random CIDRs outside 127/8, geo
 with the GeoIP fixture, bot_detector with 1,500 sample crawler patterns, a client limit too
 high to reject, a circuit breaker (with --passthrough: the same server and backend and nothing
 else). Given NGINX_PORT, also rules.conf next to it: an nginx with the same rules (geo block,
-geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req). Given HAPROXY_PORT too,
-haproxy_rules.cfg and its pattern files next to it: HAProxy with the same rules (`src -f`
+geoip2 + map, a User-Agent regex map with PCRE JIT, limit_req). Given `haproxy` too,
+haproxy_rules.frontend (the frontend lines for `start_haproxy` of benches/lib.sh) and its
+pattern files next to it: HAProxy with the same rules (`src -f`
 with the same CIDRs, the same User-Agent regexes from a `-f` file, a CIDR -> country map
 converted from the same database with `map_ip`, a stick-table rate limit too high to reject).
 The inputs are generated like benches/filters.rs does; oha's User-Agent matches no pattern
@@ -28,11 +29,11 @@ while args[:1] in (["--server"], ["--max-idle"]):
     args = args[2:]
 if len(args) not in (4, 5, 6):
     sys.exit("usage: full_chain.py [--passthrough] [--server LINE]... [--max-idle N] GATEHOUSE_YAML GATEHOUSE_PORT UPSTREAM_PORT"
-             " MMDB [NGINX_PORT [HAPROXY_PORT]]\n  --passthrough: the same server and backend, no filter,"
+             " MMDB [NGINX_PORT [haproxy]]\n  --passthrough: the same server and backend, no filter,"
              " limit or breaker\n  NGINX_PORT: also write rules.conf next to GATEHOUSE_YAML")
 out, port, up, mmdb = args[:4]
 nport = args[4] if len(args) >= 5 else None
-hport = args[5] if len(args) == 6 else None
+haproxy = len(args) == 6 and args[5] == "haproxy"
 work = os.path.dirname(os.path.abspath(out))
 name = os.path.splitext(os.path.basename(out))[0]   # pid and upgrade socket names
 rng = random.Random(7)
@@ -124,7 +125,7 @@ http {{
   }}
 }}
 """)
-if hport is None:
+if not haproxy:
     sys.exit(0)
 # HAProxy (OSS has no MaxMind reader): the database becomes a CIDR -> country map file, IPv4
 # networks (those of the IPv4 subtree too) and IPv6 ones.
@@ -142,19 +143,7 @@ for net, rec in maxminddb.open_database(mmdb):
 open(f"{work}/country.map", "w").write(nl.join(lines) + nl)
 open(f"{work}/ip.lst", "w").write(nl.join(cidrs) + nl)
 open(f"{work}/ua.lst", "w").write(nl.join(pats) + nl)
-open(f"{work}/haproxy_rules.cfg", "w").write(f"""global
-  nbthread 1
-  maxconn 4096
-  pidfile {work}/haproxy_rules.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:{hport}
+open(f"{work}/haproxy_rules.frontend", "w").write(f"""\
   stick-table type ip size 1m expire 60s store http_req_rate(1s)
   acl denied_ip src -f {work}/ip.lst
   acl bot req.hdr(user-agent) -m reg -f {work}/ua.lst
@@ -163,7 +152,5 @@ frontend fe
   http-request deny if bot
   http-request track-sc0 src
   http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 100000000 }}
-  default_backend app
-backend app
-  server up 127.0.0.1:{up}
 """)
+

@@ -29,9 +29,10 @@ NGINX
   nginx -c "$1/upstream.conf"
 }
 
-# start_haproxy WORK NAME PORT UPSTREAM_PORT: HAProxy as a plain proxy, the peer row of the
-# load scripts: one thread, kept-alive upstream connections (`http-reuse always`),
-# X-Forwarded-For like the others; its config is WORK/NAME.cfg and its pid file WORK/NAME.pid.
+# start_haproxy WORK NAME PORT UPSTREAM_PORT [FRONTEND_FILE]: HAProxy as a plain proxy, the
+# peer row of the load scripts: one thread, kept-alive upstream connections (`http-reuse
+# always`), X-Forwarded-For like the others; its config is WORK/NAME.cfg and its pid file
+# WORK/NAME.pid. FRONTEND_FILE's lines (rules: benches/full_chain.py) go into its frontend.
 start_haproxy() {
   command -v haproxy >/dev/null || apt-get install -y -qq haproxy
   cat > "$1/$2.cfg" <<HAP
@@ -48,6 +49,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$3
+$([ -n "${5:-}" ] && cat "$5")
   default_backend app
 backend app
   server up 127.0.0.1:$4
